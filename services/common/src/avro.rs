@@ -1,0 +1,200 @@
+//! Avro encoding of [`Product`] in the Confluent Schema Registry wire format:
+//! byte 0 = magic 0, bytes 1..5 = schema id (big-endian), then the Avro binary datum.
+
+use std::sync::OnceLock;
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+
+use crate::product::Product;
+
+/// Our value schema (`schemas/product_value.avsc`), registered under `{topic}-value`.
+pub const PRODUCT_SCHEMA_JSON: &str = include_str!("../../../schemas/product_value.avsc");
+
+const MAGIC_BYTE: u8 = 0;
+const HEADER_LEN: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("message of {0} bytes is too short for the Confluent wire format (needs 5-byte header)")]
+    TooShort(usize),
+    #[error("unknown magic byte {0} (expected 0: Confluent wire format)")]
+    BadMagic(u8),
+    #[error("avro: {0}")]
+    Avro(#[from] apache_avro::Error),
+    #[error("record does not fit the product schema: {0}")]
+    Shape(String),
+}
+
+/// The parsed product schema.
+pub fn product_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| Schema::parse_str(PRODUCT_SCHEMA_JSON).expect("schemas/product_value.avsc is valid Avro"))
+}
+
+/// Prefixes an Avro datum with the wire-format header.
+pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+    out.push(MAGIC_BYTE);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Splits a wire-format message into its schema id and Avro datum.
+pub fn unframe(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    if payload.len() < HEADER_LEN {
+        return Err(CodecError::TooShort(payload.len()));
+    }
+    if payload[0] != MAGIC_BYTE {
+        return Err(CodecError::BadMagic(payload[0]));
+    }
+    let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+    Ok((id, &payload[HEADER_LEN..]))
+}
+
+/// Encodes `product` with our schema, framed with `schema_id` (the id the registry gave it).
+pub fn encode_product(schema_id: u32, product: &Product) -> Result<Vec<u8>, CodecError> {
+    let datum = apache_avro::to_avro_datum(product_schema(), product_value(product))?;
+    Ok(frame(schema_id, &datum))
+}
+
+fn product_value(p: &Product) -> Value {
+    let optional = |v: Option<Value>| match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(v) => Value::Union(1, Box::new(v)),
+    };
+    Value::Record(vec![
+        ("id".into(), Value::Int(p.id)),
+        ("name".into(), Value::String(p.name.clone())),
+        ("category".into(), optional(p.category.clone().map(Value::String))),
+        ("price".into(), Value::Double(p.price)),
+        ("last_updated".into(), Value::String(p.last_updated.clone())),
+        (
+            "last_updated_micros".into(),
+            optional(p.last_updated_micros.map(Value::TimestampMicros)),
+        ),
+    ])
+}
+
+/// Decodes an Avro datum written with `writer` (fetched from the registry by the id in the
+/// message) into a [`Product`], resolving it against our schema. Records of the original
+/// prototype's schema decode with `last_updated_micros = None`.
+pub fn decode_product(writer: &Schema, mut datum: &[u8]) -> Result<Product, CodecError> {
+    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(product_schema()))?;
+    product_from_value(value)
+}
+
+fn product_from_value(value: Value) -> Result<Product, CodecError> {
+    let Value::Record(fields) = value else {
+        return Err(CodecError::Shape(format!("expected a record, got {value:?}")));
+    };
+    let mut product = Product {
+        id: 0,
+        name: String::new(),
+        category: None,
+        price: 0.0,
+        last_updated: String::new(),
+        last_updated_micros: None,
+    };
+    for (name, value) in fields {
+        let value = match value {
+            Value::Union(_, inner) => *inner,
+            other => other,
+        };
+        match (name.as_str(), value) {
+            ("id", Value::Int(v)) => product.id = v,
+            ("name", Value::String(v)) => product.name = v,
+            ("category", Value::String(v)) => product.category = Some(v),
+            ("category", Value::Null) => product.category = None,
+            ("price", Value::Double(v)) => product.price = v,
+            ("last_updated", Value::String(v)) => product.last_updated = v,
+            ("last_updated_micros", Value::TimestampMicros(v) | Value::Long(v)) => {
+                product.last_updated_micros = Some(v);
+            }
+            ("last_updated_micros", Value::Null) => product.last_updated_micros = None,
+            (field, v) => return Err(CodecError::Shape(format!("unexpected value {v:?} for field {field}"))),
+        }
+    }
+    Ok(product)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDateTime;
+
+    /// The original prototype's schema (shared/reference-data/product_value_avro_schema.json).
+    const PROTOTYPE_SCHEMA: &str = r#"{
+      "namespace": "com.buyonline.product", "name": "Product", "type": "record",
+      "fields": [
+        {"name": "id", "type": "int"},
+        {"name": "name", "type": "string"},
+        {"name": "category", "type": ["null", "string"], "default": null},
+        {"name": "price", "type": "double"},
+        {"name": "last_updated", "type": "string"}
+      ]}"#;
+
+    fn sample() -> Product {
+        let t = NaiveDateTime::parse_from_str("2023-10-13 10:03:55.250000", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        Product::new(5, "Product_5".into(), Some("Cat_5".into()), 97.3, t)
+    }
+
+    #[test]
+    fn wire_format_header_is_magic_and_big_endian_id() {
+        let bytes = encode_product(258, &sample()).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 1, 2]);
+        let (id, datum) = unframe(&bytes).unwrap();
+        assert_eq!(id, 258);
+        assert_eq!(datum, &bytes[5..]);
+    }
+
+    #[test]
+    fn round_trip_with_our_schema() {
+        let product = sample();
+        let bytes = encode_product(1, &product).unwrap();
+        let (_, datum) = unframe(&bytes).unwrap();
+        assert_eq!(decode_product(product_schema(), datum).unwrap(), product);
+
+        let mut no_category = sample();
+        no_category.category = None;
+        let bytes = encode_product(1, &no_category).unwrap();
+        assert_eq!(decode_product(product_schema(), &bytes[5..]).unwrap(), no_category);
+    }
+
+    #[test]
+    fn the_prototype_consumer_can_read_our_records() {
+        let prototype = Schema::parse_str(PROTOTYPE_SCHEMA).unwrap();
+        let bytes = encode_product(1, &sample()).unwrap();
+        let value = apache_avro::from_avro_datum(product_schema(), &mut &bytes[5..], Some(&prototype)).unwrap();
+        let Value::Record(fields) = value else { panic!("record expected") };
+        let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["id", "name", "category", "price", "last_updated"]);
+        assert_eq!(fields[4].1, Value::String("2023-10-13 10:03:55".into()));
+    }
+
+    #[test]
+    fn records_written_by_the_prototype_decode() {
+        let prototype = Schema::parse_str(PROTOTYPE_SCHEMA).unwrap();
+        let value = Value::Record(vec![
+            ("id".into(), Value::Int(7)),
+            ("name".into(), Value::String("Product_7".into())),
+            ("category".into(), Value::Union(0, Box::new(Value::Null))),
+            ("price".into(), Value::Double(55.6)),
+            ("last_updated".into(), Value::String("2023-10-13 10:11:02".into())),
+        ]);
+        let datum = apache_avro::to_avro_datum(&prototype, value).unwrap();
+        let product = decode_product(&prototype, &datum).unwrap();
+        assert_eq!(product.id, 7);
+        assert_eq!(product.category, None);
+        assert_eq!(product.last_updated_micros, None);
+        assert_eq!(product.last_updated, "2023-10-13 10:11:02");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(unframe(&[0, 1]), Err(CodecError::TooShort(2))));
+        assert!(matches!(unframe(b"{\"id\":1}"), Err(CodecError::BadMagic(b'{'))));
+        assert!(decode_product(product_schema(), &[0xff, 0xff, 0xff]).is_err());
+    }
+}
