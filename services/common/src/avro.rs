@@ -16,7 +16,9 @@ const HEADER_LEN: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("message of {0} bytes is too short for the Confluent wire format (needs 5-byte header)")]
+    #[error(
+        "message of {0} bytes is too short for the Confluent wire format (needs 5-byte header)"
+    )]
     TooShort(usize),
     #[error("unknown magic byte {0} (expected 0: Confluent wire format)")]
     BadMagic(u8),
@@ -29,7 +31,9 @@ pub enum CodecError {
 /// The parsed product schema.
 pub fn product_schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(|| Schema::parse_str(PRODUCT_SCHEMA_JSON).expect("schemas/product_value.avsc is valid Avro"))
+    SCHEMA.get_or_init(|| {
+        Schema::parse_str(PRODUCT_SCHEMA_JSON).expect("schemas/product_value.avsc is valid Avro")
+    })
 }
 
 /// Prefixes an Avro datum with the wire-format header.
@@ -67,7 +71,10 @@ fn product_value(p: &Product) -> Value {
     Value::Record(vec![
         ("id".into(), Value::Int(p.id)),
         ("name".into(), Value::String(p.name.clone())),
-        ("category".into(), optional(p.category.clone().map(Value::String))),
+        (
+            "category".into(),
+            optional(p.category.clone().map(Value::String)),
+        ),
         ("price".into(), Value::Double(p.price)),
         ("last_updated".into(), Value::String(p.last_updated.clone())),
         (
@@ -87,7 +94,9 @@ pub fn decode_product(writer: &Schema, mut datum: &[u8]) -> Result<Product, Code
 
 fn product_from_value(value: Value) -> Result<Product, CodecError> {
     let Value::Record(fields) = value else {
-        return Err(CodecError::Shape(format!("expected a record, got {value:?}")));
+        return Err(CodecError::Shape(format!(
+            "expected a record, got {value:?}"
+        )));
     };
     let mut product = Product {
         id: 0,
@@ -113,7 +122,11 @@ fn product_from_value(value: Value) -> Result<Product, CodecError> {
                 product.last_updated_micros = Some(v);
             }
             ("last_updated_micros", Value::Null) => product.last_updated_micros = None,
-            (field, v) => return Err(CodecError::Shape(format!("unexpected value {v:?} for field {field}"))),
+            (field, v) => {
+                return Err(CodecError::Shape(format!(
+                    "unexpected value {v:?} for field {field}"
+                )))
+            }
         }
     }
     Ok(product)
@@ -136,7 +149,8 @@ mod tests {
       ]}"#;
 
     fn sample() -> Product {
-        let t = NaiveDateTime::parse_from_str("2023-10-13 10:03:55.250000", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        let t = NaiveDateTime::parse_from_str("2023-10-13 10:03:55.250000", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap();
         Product::new(5, "Product_5".into(), Some("Cat_5".into()), 97.3, t)
     }
 
@@ -159,15 +173,22 @@ mod tests {
         let mut no_category = sample();
         no_category.category = None;
         let bytes = encode_product(1, &no_category).unwrap();
-        assert_eq!(decode_product(product_schema(), &bytes[5..]).unwrap(), no_category);
+        assert_eq!(
+            decode_product(product_schema(), &bytes[5..]).unwrap(),
+            no_category
+        );
     }
 
     #[test]
     fn the_prototype_consumer_can_read_our_records() {
         let prototype = Schema::parse_str(PROTOTYPE_SCHEMA).unwrap();
         let bytes = encode_product(1, &sample()).unwrap();
-        let value = apache_avro::from_avro_datum(product_schema(), &mut &bytes[5..], Some(&prototype)).unwrap();
-        let Value::Record(fields) = value else { panic!("record expected") };
+        let value =
+            apache_avro::from_avro_datum(product_schema(), &mut &bytes[5..], Some(&prototype))
+                .unwrap();
+        let Value::Record(fields) = value else {
+            panic!("record expected")
+        };
         let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["id", "name", "category", "price", "last_updated"]);
         assert_eq!(fields[4].1, Value::String("2023-10-13 10:03:55".into()));
@@ -181,7 +202,10 @@ mod tests {
             ("name".into(), Value::String("Product_7".into())),
             ("category".into(), Value::Union(0, Box::new(Value::Null))),
             ("price".into(), Value::Double(55.6)),
-            ("last_updated".into(), Value::String("2023-10-13 10:11:02".into())),
+            (
+                "last_updated".into(),
+                Value::String("2023-10-13 10:11:02".into()),
+            ),
         ]);
         let datum = apache_avro::to_avro_datum(&prototype, value).unwrap();
         let product = decode_product(&prototype, &datum).unwrap();
@@ -194,7 +218,10 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(unframe(&[0, 1]), Err(CodecError::TooShort(2))));
-        assert!(matches!(unframe(b"{\"id\":1}"), Err(CodecError::BadMagic(b'{'))));
+        assert!(matches!(
+            unframe(b"{\"id\":1}"),
+            Err(CodecError::BadMagic(b'{'))
+        ));
         assert!(decode_product(product_schema(), &[0xff, 0xff, 0xff]).is_err());
     }
 }

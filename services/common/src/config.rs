@@ -80,7 +80,12 @@ impl Env {
     }
 
     /// Parses `name` with `FromStr`, or returns `default` when unset.
-    pub fn parse<T: FromStr>(&self, name: &str, default: T, expected: &str) -> Result<T, ConfigError> {
+    pub fn parse<T: FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
         match self.optional(name) {
             None => Ok(default),
             Some(value) => value.parse().map_err(|_| invalid(name, &value, expected)),
@@ -99,7 +104,11 @@ impl Env {
         if valid(&value) {
             Ok(value)
         } else {
-            Err(invalid(name, &self.optional(name).unwrap_or_default(), expected))
+            Err(invalid(
+                name,
+                &self.optional(name).unwrap_or_default(),
+                expected,
+            ))
         }
     }
 
@@ -131,12 +140,21 @@ impl Env {
             .map_err(|_| invalid(name, &value, "an address like 127.0.0.1:8080"))
     }
 
-    pub fn one_of(&self, name: &str, default: &str, allowed: &[&str]) -> Result<String, ConfigError> {
+    pub fn one_of(
+        &self,
+        name: &str,
+        default: &str,
+        allowed: &[&str],
+    ) -> Result<String, ConfigError> {
         let value = self.string(name, default);
         if allowed.contains(&value.as_str()) {
             Ok(value)
         } else {
-            Err(invalid(name, &value, &format!("one of {}", allowed.join(", "))))
+            Err(invalid(
+                name,
+                &value,
+                &format!("one of {}", allowed.join(", ")),
+            ))
         }
     }
 }
@@ -197,7 +215,11 @@ pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/buy_online_d
 
 pub fn database_url(env: &Env) -> Result<String, ConfigError> {
     let url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
-    if url.starts_with("mysql://") || url.starts_with("mariadb://") || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if url.starts_with("mysql://")
+        || url.starts_with("mariadb://")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
         Ok(url)
     } else {
         Err(invalid(
@@ -260,11 +282,23 @@ mod tests {
 
     #[test]
     fn bools_millis_and_addresses_parse() {
-        let env = Env::from_pairs([("A", "yes"), ("B", "250"), ("C", "0.0.0.0:8080"), ("D", "maybe")]);
+        let env = Env::from_pairs([
+            ("A", "yes"),
+            ("B", "250"),
+            ("C", "0.0.0.0:8080"),
+            ("D", "maybe"),
+        ]);
         assert!(env.bool("A", false).unwrap());
-        assert_eq!(env.millis("B", Duration::ZERO).unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            env.millis("B", Duration::ZERO).unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(env.socket_addr("C", "127.0.0.1:1").unwrap().port(), 8080);
-        assert!(env.bool("D", false).unwrap_err().to_string().contains("D=\"maybe\""));
+        assert!(env
+            .bool("D", false)
+            .unwrap_err()
+            .to_string()
+            .contains("D=\"maybe\""));
         assert!(env.socket_addr("D", "x").is_err());
     }
 
@@ -279,7 +313,10 @@ mod tests {
 
     #[test]
     fn redact_url_hides_only_the_password() {
-        assert_eq!(redact_url("mysql://root:pw@h:3306/db"), "mysql://root:***@h:3306/db");
+        assert_eq!(
+            redact_url("mysql://root:pw@h:3306/db"),
+            "mysql://root:***@h:3306/db"
+        );
         assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
         assert_eq!(redact_url("not a url"), "not a url");
     }

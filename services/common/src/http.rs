@@ -88,7 +88,11 @@ async fn metrics_text(State(state): State<BaseState>) -> Response {
     let encoder = TextEncoder::new();
     let mut buffer = Vec::new();
     match encoder.encode(&state.metrics.gather(), &mut buffer) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            buffer,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -96,12 +100,19 @@ async fn metrics_text(State(state): State<BaseState>) -> Response {
 /// Binds `addr`, with an error that says which address could not be bound.
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (HTTP_ADDR): {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (HTTP_ADDR): {e}"),
+        )
     })
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router.layer(TraceLayer::new_for_http()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

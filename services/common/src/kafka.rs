@@ -46,7 +46,9 @@ impl KafkaConfig {
         }
         let sasl = if security_protocol.starts_with("sasl_") {
             let expected = format!("needed with KAFKA_SECURITY_PROTOCOL={security_protocol}");
-            let mechanism = env.string("KAFKA_SASL_MECHANISM", "PLAIN").to_ascii_uppercase();
+            let mechanism = env
+                .string("KAFKA_SASL_MECHANISM", "PLAIN")
+                .to_ascii_uppercase();
             let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
             if !mechanisms.contains(&mechanism.as_str()) {
                 return Err(ConfigError::Invalid {
@@ -64,7 +66,8 @@ impl KafkaConfig {
             None
         };
         Ok(Self {
-            bootstrap_servers: env.string("KAFKA_BOOTSTRAP_SERVERS", Self::DEFAULT_BOOTSTRAP_SERVERS),
+            bootstrap_servers: env
+                .string("KAFKA_BOOTSTRAP_SERVERS", Self::DEFAULT_BOOTSTRAP_SERVERS),
             security_protocol,
             sasl,
         })
@@ -121,14 +124,22 @@ pub async fn ensure_topic(
         return Ok(TopicStatus::Exists { partitions });
     }
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    let new_topic = NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(replication_factor));
+    let new_topic = NewTopic::new(
+        &topic.name,
+        topic.partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics([&new_topic], &options).await?;
     for result in results {
         match result {
-            Ok(_) => tracing::info!(topic = %topic.name, partitions = topic.partitions, "created topic"),
+            Ok(_) => {
+                tracing::info!(topic = %topic.name, partitions = topic.partitions, "created topic")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                let partitions = partition_count(kafka, &topic.name).await?.unwrap_or(topic.partitions);
+                let partitions = partition_count(kafka, &topic.name)
+                    .await?
+                    .unwrap_or(topic.partitions);
                 return Ok(TopicStatus::Exists { partitions });
             }
             Err((name, code)) => {
@@ -145,6 +156,7 @@ pub async fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<Option<
     let config = kafka.client_config();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
         let client: rdkafka::consumer::BaseConsumer = config.create()?;
         let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         Ok(metadata
@@ -207,7 +219,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar"), -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
         assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58_897_971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58_897_971
+        );
         assert_eq!(murmur2(b"abc"), 479_470_107);
     }
 
@@ -235,13 +250,19 @@ mod tests {
         let env = env.with("KAFKA_SASL_MECHANISM", "plain");
         let config = KafkaConfig::from_env(&env).unwrap();
         assert_eq!(config.client_config().get("sasl.mechanism"), Some("PLAIN"));
-        assert_eq!(config.client_config().get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(
+            config.client_config().get("security.protocol"),
+            Some("sasl_ssl")
+        );
         assert!(!format!("{config:?}").contains("secret"));
     }
 
     #[test]
     fn unknown_protocol_is_rejected() {
         let env = Env::from_pairs([("KAFKA_SECURITY_PROTOCOL", "tls")]);
-        assert!(KafkaConfig::from_env(&env).unwrap_err().to_string().contains("KAFKA_SECURITY_PROTOCOL"));
+        assert!(KafkaConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("KAFKA_SECURITY_PROTOCOL"));
     }
 }

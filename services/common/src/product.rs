@@ -23,7 +23,13 @@ pub const LAST_UPDATED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 impl Product {
     /// A product stamped at `last_updated` (database time, UTC).
-    pub fn new(id: i32, name: String, category: Option<String>, price: f64, last_updated: NaiveDateTime) -> Self {
+    pub fn new(
+        id: i32,
+        name: String,
+        category: Option<String>,
+        price: f64,
+        last_updated: NaiveDateTime,
+    ) -> Self {
         Self {
             id,
             name,
@@ -39,7 +45,9 @@ impl Product {
         match self.last_updated_micros {
             Some(micros) => DateTime::from_timestamp_micros(micros),
             None => NaiveDateTime::parse_from_str(&self.last_updated, LAST_UPDATED_FORMAT)
-                .or_else(|_| NaiveDateTime::parse_from_str(&self.last_updated, "%Y-%m-%d %H:%M:%S%.f"))
+                .or_else(|_| {
+                    NaiveDateTime::parse_from_str(&self.last_updated, "%Y-%m-%d %H:%M:%S%.f")
+                })
                 .ok()
                 .map(|t| t.and_utc()),
         }
@@ -52,7 +60,8 @@ mod tests {
 
     #[test]
     fn new_keeps_both_the_text_and_the_exact_time() {
-        let t = NaiveDateTime::parse_from_str("2023-10-13 10:01:05.123456", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        let t = NaiveDateTime::parse_from_str("2023-10-13 10:01:05.123456", "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap();
         let p = Product::new(1, "Product_1".into(), Some("Cat_1".into()), 40.6, t);
         assert_eq!(p.last_updated, "2023-10-13 10:01:05");
         assert_eq!(p.last_updated_time().unwrap().naive_utc(), t);
@@ -63,7 +72,10 @@ mod tests {
         let mut p = Product::new(1, "x".into(), None, 1.0, NaiveDateTime::default());
         p.last_updated_micros = None;
         p.last_updated = "2023-10-13 10:01:05".into();
-        assert_eq!(p.last_updated_time().unwrap().to_rfc3339(), "2023-10-13T10:01:05+00:00");
+        assert_eq!(
+            p.last_updated_time().unwrap().to_rfc3339(),
+            "2023-10-13T10:01:05+00:00"
+        );
         p.last_updated = "yesterday".into();
         assert_eq!(p.last_updated_time(), None);
     }

@@ -151,9 +151,17 @@ impl RegistryClient {
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let url = format!("{}/subjects/{}/versions", self.config.url, subject);
         let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" });
-        let request = self.http.post(&url).header("Content-Type", CONTENT_TYPE).json(&body);
+        let request = self
+            .http
+            .post(&url)
+            .header("Content-Type", CONTENT_TYPE)
+            .json(&body);
         let response: IdResponse = self
-            .send(request, "register", &format!("registering subject {subject}"))
+            .send(
+                request,
+                "register",
+                &format!("registering subject {subject}"),
+            )
             .await?;
         Ok(response.id)
     }
@@ -184,15 +192,25 @@ impl RegistryClient {
 
     /// The writer schema with global id `id` (cached after the first fetch).
     pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(schema) = self.schemas.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(schema) = self
+            .schemas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             return Ok(Arc::clone(schema));
         }
         let url = format!("{}/schemas/ids/{id}", self.config.url);
         let response: SchemaResponse = self
-            .send(self.http.get(&url), "get_schema", &format!("schema id {id}"))
+            .send(
+                self.http.get(&url),
+                "get_schema",
+                &format!("schema id {id}"),
+            )
             .await?;
         let schema = Arc::new(
-            Schema::parse_str(&response.schema).map_err(|source| RegistryError::InvalidSchema { id, source })?,
+            Schema::parse_str(&response.schema)
+                .map_err(|source| RegistryError::InvalidSchema { id, source })?,
         );
         self.schemas
             .write()
@@ -252,7 +270,9 @@ mod tests {
         let env = Env::from_pairs([("SCHEMA_REGISTRY_USERNAME", "key")]);
         let err = RegistryConfig::from_env(&env).unwrap_err().to_string();
         assert!(err.contains("SCHEMA_REGISTRY_PASSWORD"), "{err}");
-        let env = env.with("SCHEMA_REGISTRY_PASSWORD", "pw").with("SCHEMA_REGISTRY_URL", "https://r.example/");
+        let env = env
+            .with("SCHEMA_REGISTRY_PASSWORD", "pw")
+            .with("SCHEMA_REGISTRY_URL", "https://r.example/");
         let config = RegistryConfig::from_env(&env).unwrap();
         assert_eq!(config.url, "https://r.example");
         assert!(!format!("{config:?}").contains("pw\""));
@@ -261,6 +281,9 @@ mod tests {
     #[test]
     fn registry_url_must_be_http() {
         let env = Env::from_pairs([("SCHEMA_REGISTRY_URL", "localhost:8081")]);
-        assert!(RegistryConfig::from_env(&env).unwrap_err().to_string().contains("SCHEMA_REGISTRY_URL"));
+        assert!(RegistryConfig::from_env(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("SCHEMA_REGISTRY_URL"));
     }
 }
