@@ -16,7 +16,9 @@ use sqlx::{Connection, MySqlConnection};
 
 /// The test broker.
 pub fn kafka() -> KafkaConfig {
-    KafkaConfig::plaintext(&std::env::var("TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+    KafkaConfig::plaintext(
+        &std::env::var("TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+    )
 }
 
 /// The test MySQL/MariaDB server URL, without a database.
@@ -26,7 +28,10 @@ pub fn mysql_server_url() -> String {
 
 /// `prefix_` followed by random hex: unique per call, valid as a database, topic or group name.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}_{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
+    format!(
+        "{prefix}_{:012x}",
+        rand::rng().random::<u64>() & 0xffff_ffff_ffff
+    )
 }
 
 /// A fresh, empty database on the test server. It is dropped by [`TestDatabase::drop_database`]
@@ -41,9 +46,9 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let name = unique_name("ps_test");
         let server = mysql_server_url();
-        let mut conn = MySqlConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("test MySQL at {server} unreachable ({e}); run scripts/testbed.sh up"));
+        let mut conn = MySqlConnection::connect(&server).await.unwrap_or_else(|e| {
+            panic!("test MySQL at {server} unreachable ({e}); run scripts/testbed.sh up")
+        });
         sqlx::query(&format!("CREATE DATABASE `{name}`"))
             .execute(&mut conn)
             .await
@@ -55,11 +60,15 @@ impl TestDatabase {
     }
 
     pub async fn connect(&self) -> MySqlConnection {
-        MySqlConnection::connect(&self.url).await.expect("connect to test database")
+        MySqlConnection::connect(&self.url)
+            .await
+            .expect("connect to test database")
     }
 
     pub async fn drop_database(self) {
-        let mut conn = MySqlConnection::connect(&mysql_server_url()).await.expect("connect");
+        let mut conn = MySqlConnection::connect(&mysql_server_url())
+            .await
+            .expect("connect");
         sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.name))
             .execute(&mut conn)
             .await
@@ -82,7 +91,9 @@ pub async fn create_topic(partitions: i32) -> TopicConfig {
 /// Starts an in-process dev schema registry on an ephemeral port and returns its URL. It lives as
 /// long as the test's runtime.
 pub async fn spawn_registry() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind registry");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind registry");
     let addr = listener.local_addr().expect("registry address");
     tokio::spawn(async move {
         axum::serve(listener, dev_schema_registry::router())
@@ -103,7 +114,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -111,7 +125,11 @@ where
 /// Reads every record of `topic` from the beginning of all its partitions (no consumer group)
 /// until `expected` records arrived and no more come for a second, or `timeout` passes.
 /// Returns what was read; callers assert on it.
-pub async fn read_topic(topic: &TopicConfig, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
+pub async fn read_topic(
+    topic: &TopicConfig,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
     let kafka = kafka();
     let topic = topic.clone();
     tokio::task::spawn_blocking(move || {
