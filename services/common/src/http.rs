@@ -12,7 +12,8 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 /// Named readiness checks ("kafka", "database", ...). The service is ready when it has at least
 /// one check and every check is passing.
@@ -113,7 +114,10 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.layer(TraceLayer::new_for_http()))
+    // A 503 from /ready is an expected state, reported by the service's own logs: request
+    // failures are traced at DEBUG, like the requests themselves.
+    let trace = TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG));
+    axum::serve(listener, router.layer(trace))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
