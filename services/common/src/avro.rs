@@ -84,6 +84,51 @@ fn product_value(p: &Product) -> Value {
     ])
 }
 
+/// Encodes `product` exactly like [`encode_product`] (byte for byte), but writes the Avro binary
+/// form of our fixed schema directly instead of building and validating an Avro `Value` first:
+/// several times faster, for the producer's hot path. A test keeps both in step with
+/// `schemas/product_value.avsc`.
+pub fn encode_product_fast(schema_id: u32, product: &Product) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 48 + product.name.len());
+    out.push(MAGIC_BYTE);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    write_long(&mut out, i64::from(product.id));
+    write_string(&mut out, &product.name);
+    match &product.category {
+        None => write_long(&mut out, 0),
+        Some(category) => {
+            write_long(&mut out, 1);
+            write_string(&mut out, category);
+        }
+    }
+    out.extend_from_slice(&product.price.to_le_bytes());
+    write_string(&mut out, &product.last_updated);
+    match product.last_updated_micros {
+        None => write_long(&mut out, 0),
+        Some(micros) => {
+            write_long(&mut out, 1);
+            write_long(&mut out, micros);
+        }
+    }
+    out
+}
+
+/// Avro `int`/`long`: zig-zag, then little-endian base-128 varint.
+fn write_long(out: &mut Vec<u8>, value: i64) {
+    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Avro `string`: length as a long, then the UTF-8 bytes.
+fn write_string(out: &mut Vec<u8>, value: &str) {
+    write_long(out, value.len() as i64);
+    out.extend_from_slice(value.as_bytes());
+}
+
 /// Decodes an Avro datum written with `writer` (fetched from the registry by the id in the
 /// message) into a [`Product`], resolving it against our schema. Records of the original
 /// prototype's schema decode with `last_updated_micros = None`.
@@ -213,6 +258,41 @@ mod tests {
         assert_eq!(product.category, None);
         assert_eq!(product.last_updated_micros, None);
         assert_eq!(product.last_updated, "2023-10-13 10:11:02");
+    }
+
+    #[test]
+    fn the_fast_encoder_writes_the_same_bytes() {
+        let mut products = vec![sample()];
+        let mut p = sample();
+        p.category = None;
+        p.last_updated_micros = None;
+        products.push(p);
+        let mut p = sample();
+        p.id = i32::MIN;
+        p.name = "Prodüct «ünïcode» ".repeat(20);
+        p.price = -1.5e300;
+        p.last_updated_micros = Some(i64::MIN);
+        products.push(p);
+        let mut p = sample();
+        p.id = i32::MAX;
+        p.name = String::new();
+        p.category = Some(String::new());
+        p.price = f64::NAN;
+        p.last_updated_micros = Some(i64::MAX);
+        products.push(p);
+        for id in [-300, -64, -63, 0, 63, 64, 8191, 8192, 1_000_000] {
+            let mut p = sample();
+            p.id = id;
+            p.last_updated_micros = Some(i64::from(id) * 1_000_003);
+            products.push(p);
+        }
+        for p in &products {
+            assert_eq!(
+                encode_product_fast(77, p),
+                encode_product(77, p).unwrap(),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

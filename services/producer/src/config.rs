@@ -1,0 +1,282 @@
+//! The producer's configuration, read from environment variables (see the README's table).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `mysql://root@127.0.0.1:3306/buy_online_db` | source database (`mysql://` or `mariadb://`) |
+//! | `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*` | `127.0.0.1:9092`, plaintext | broker connection |
+//! | `SCHEMA_REGISTRY_URL`, `SCHEMA_REGISTRY_USERNAME`, `SCHEMA_REGISTRY_PASSWORD` | `http://127.0.0.1:8081` | registry |
+//! | `TOPIC`, `TOPIC_PARTITIONS` | `product_updates`, `10` | target topic, created if missing |
+//! | `TOPIC_REPLICATION_FACTOR` | `-1` (broker default) | replication factor when creating the topic |
+//! | `WATERMARK_PATH` | `time_track/last_read_timestamp.json` | durable capture position |
+//! | `BATCH_SIZE` | `5000` | rows per read |
+//! | `POLL_INTERVAL_MS` | `1000` | pause between reads once caught up |
+//! | `CAPTURE_DELAY_MS` | `1000` | safety margin below the read horizon |
+//! | `KAFKA_COMPRESSION` | `none` | `none`, `gzip`, `snappy`, `lz4` or `zstd` |
+//! | `DEAD_LETTER_TOPIC` | unset (no dead-letter topic) | where rejected rows go, as JSON |
+//! | `HTTP_ADDR` | `127.0.0.1:9102` | `/health`, `/ready`, `/metrics` |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::config::{database_url, redact_url, ConfigError, Env, Secret, TopicConfig};
+use common::kafka::KafkaConfig;
+use common::registry::RegistryConfig;
+
+/// Everything the producer needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: a `mysql://` or `mariadb://` URL (it may carry a password, hence secret).
+    pub database_url: Secret,
+    pub kafka: KafkaConfig,
+    pub registry: RegistryConfig,
+    pub topic: TopicConfig,
+    /// `TOPIC_REPLICATION_FACTOR`: used only when the producer creates the topic. `-1` asks the
+    /// broker for its default (`default.replication.factor`), which suits single-node test brokers
+    /// (tansu) and managed clusters (Confluent Cloud: 3) alike.
+    pub replication_factor: i32,
+    /// `WATERMARK_PATH`: the JSON file holding the capture position.
+    pub watermark_path: PathBuf,
+    /// `BATCH_SIZE`: rows per read; while reads come back full the producer reads again at once.
+    pub batch_size: u32,
+    /// `POLL_INTERVAL_MS`: pause between reads once a read came back short (caught up).
+    pub poll_interval: Duration,
+    /// `CAPTURE_DELAY_MS`: rows are read only when older than the read horizon minus this delay
+    /// (database clock). See the README section on the read horizon.
+    pub capture_delay: Duration,
+    /// `KAFKA_COMPRESSION`.
+    pub compression: Compression,
+    /// `DEAD_LETTER_TOPIC`: when set, rows that cannot be encoded are also sent there as JSON.
+    pub dead_letter_topic: Option<String>,
+    /// `HTTP_ADDR`.
+    pub http_addr: SocketAddr,
+}
+
+impl Config {
+    pub const DEFAULT_WATERMARK_PATH: &'static str = "time_track/last_read_timestamp.json";
+    pub const DEFAULT_BATCH_SIZE: u32 = 5000;
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1000);
+    pub const DEFAULT_CAPTURE_DELAY: Duration = Duration::from_millis(1000);
+    pub const DEFAULT_REPLICATION_FACTOR: i32 = -1;
+    pub const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:9102";
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let database_url = database_url(env)?;
+        if !(database_url.starts_with("mysql://") || database_url.starts_with("mariadb://")) {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL".into(),
+                value: redact_url(&database_url),
+                expected:
+                    "a mysql:// or mariadb:// URL (the producer captures from MySQL/MariaDB; \
+                           PostgreSQL capture is not available yet)"
+                        .into(),
+            });
+        }
+        let compression = env
+            .one_of("KAFKA_COMPRESSION", "none", &Compression::NAMES)?
+            .parse()
+            .expect("one_of only returns listed names");
+        let dead_letter_topic = env.optional("DEAD_LETTER_TOPIC");
+        let topic = TopicConfig::from_env(env)?;
+        if dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
+            return Err(ConfigError::Invalid {
+                name: "DEAD_LETTER_TOPIC".into(),
+                value: topic.name,
+                expected: "a topic other than TOPIC".into(),
+            });
+        }
+        Ok(Self {
+            database_url: Secret::new(database_url),
+            kafka: KafkaConfig::from_env(env)?,
+            registry: RegistryConfig::from_env(env)?,
+            topic,
+            replication_factor: env.parse_checked(
+                "TOPIC_REPLICATION_FACTOR",
+                Self::DEFAULT_REPLICATION_FACTOR,
+                "-1 (broker default) or a replication factor from 1 to 32",
+                |n| *n == -1 || (1..=32).contains(n),
+            )?,
+            watermark_path: PathBuf::from(
+                env.string("WATERMARK_PATH", Self::DEFAULT_WATERMARK_PATH),
+            ),
+            batch_size: env.parse_checked(
+                "BATCH_SIZE",
+                Self::DEFAULT_BATCH_SIZE,
+                "a whole number of rows from 1 to 1000000",
+                |n| (1..=1_000_000).contains(n),
+            )?,
+            poll_interval: env.millis("POLL_INTERVAL_MS", Self::DEFAULT_POLL_INTERVAL)?,
+            capture_delay: env.millis("CAPTURE_DELAY_MS", Self::DEFAULT_CAPTURE_DELAY)?,
+            compression,
+            dead_letter_topic,
+            http_addr: env.socket_addr("HTTP_ADDR", Self::DEFAULT_HTTP_ADDR)?,
+        })
+    }
+
+    /// The registry subject of the value schema: `{topic}-value`.
+    pub fn value_subject(&self) -> String {
+        format!("{}-value", self.topic.name)
+    }
+
+    /// `DATABASE_URL` with any password replaced by `***`, for logs.
+    pub fn database_url_for_logs(&self) -> String {
+        redact_url(self.database_url.expose())
+    }
+}
+
+/// `KAFKA_COMPRESSION`: the producer's `compression.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub const NAMES: [&'static str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "gzip" => Ok(Self::Gzip),
+            "snappy" => Ok(Self::Snappy),
+            "lz4" => Ok(Self::Lz4),
+            "zstd" => Ok(Self::Zstd),
+            other => Err(format!("unknown compression {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = Config::from_env(&Env::default()).unwrap();
+        assert_eq!(
+            config.database_url.expose(),
+            common::config::DEFAULT_DATABASE_URL
+        );
+        assert_eq!(config.topic.name, "product_updates");
+        assert_eq!(config.topic.partitions, 10);
+        assert_eq!(config.replication_factor, -1);
+        assert_eq!(
+            config.watermark_path,
+            PathBuf::from("time_track/last_read_timestamp.json")
+        );
+        assert_eq!(config.batch_size, 5000);
+        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.capture_delay, Duration::from_secs(1));
+        assert_eq!(config.compression, Compression::None);
+        assert_eq!(config.dead_letter_topic, None);
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:9102");
+        assert_eq!(config.value_subject(), "product_updates-value");
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "mariadb://app:pw@db:3306/shop"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092"),
+            ("SCHEMA_REGISTRY_URL", "http://registry:8081"),
+            ("TOPIC", "changes"),
+            ("TOPIC_PARTITIONS", "3"),
+            ("TOPIC_REPLICATION_FACTOR", "3"),
+            ("WATERMARK_PATH", "/var/lib/producer/wm.json"),
+            ("BATCH_SIZE", "250"),
+            ("POLL_INTERVAL_MS", "200"),
+            ("CAPTURE_DELAY_MS", "0"),
+            ("KAFKA_COMPRESSION", "zstd"),
+            ("DEAD_LETTER_TOPIC", "changes_rejected"),
+            ("HTTP_ADDR", "0.0.0.0:8080"),
+        ]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(config.registry.url, "http://registry:8081");
+        assert_eq!(config.topic.name, "changes");
+        assert_eq!(config.topic.partitions, 3);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(
+            config.watermark_path,
+            PathBuf::from("/var/lib/producer/wm.json")
+        );
+        assert_eq!(config.batch_size, 250);
+        assert_eq!(config.poll_interval, Duration::from_millis(200));
+        assert_eq!(config.capture_delay, Duration::ZERO);
+        assert_eq!(config.compression, Compression::Zstd);
+        assert_eq!(
+            config.dead_letter_topic.as_deref(),
+            Some("changes_rejected")
+        );
+        assert_eq!(config.http_addr.port(), 8080);
+        assert_eq!(
+            config.database_url_for_logs(),
+            "mariadb://app:***@db:3306/shop"
+        );
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "the password must not be printed"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            ("BATCH_SIZE", "0"),
+            ("BATCH_SIZE", "lots"),
+            ("POLL_INTERVAL_MS", "1s"),
+            ("CAPTURE_DELAY_MS", "-5"),
+            ("KAFKA_COMPRESSION", "brotli"),
+            ("TOPIC_REPLICATION_FACTOR", "0"),
+            ("HTTP_ADDR", "localhost"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_env(&Env::from_pairs([(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn postgres_urls_are_refused_for_now_without_showing_the_password() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@h/db")]);
+        let err = Config::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("PostgreSQL"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_topic_must_differ_from_the_topic() {
+        let env = Env::from_pairs([("DEAD_LETTER_TOPIC", "product_updates")]);
+        let err = Config::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("DEAD_LETTER_TOPIC"), "{err}");
+    }
+}

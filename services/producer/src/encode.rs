@@ -1,0 +1,258 @@
+//! From a captured row to the Kafka record (key = id as text, value = Avro in the Confluent wire
+//! format), or to a rejection when the row cannot be represented in the value schema.
+
+use common::avro::encode_product_fast;
+use common::product::Product;
+use serde_json::json;
+
+use crate::source::SourceRow;
+
+/// Why a row was not produced. The label is the `reason` of `producer_rows_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// `name` is NULL; the schema's `name` is a non-null string.
+    NullName,
+    /// `price` is NULL; the schema's `price` is a non-null double.
+    NullPrice,
+    /// `price` is NaN or infinite.
+    PriceNotFinite,
+    /// `price` is negative.
+    PriceOutOfRange,
+    /// `id` does not fit the schema's 32-bit `id`.
+    IdOutOfRange,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 5] = [
+        Self::NullName,
+        Self::NullPrice,
+        Self::PriceNotFinite,
+        Self::PriceOutOfRange,
+        Self::IdOutOfRange,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NullName => "null_name",
+            Self::NullPrice => "null_price",
+            Self::PriceNotFinite => "price_not_finite",
+            Self::PriceOutOfRange => "price_out_of_range",
+            Self::IdOutOfRange => "id_out_of_range",
+        }
+    }
+}
+
+/// A row that could not be encoded, with the reason and details for the log and the dead-letter
+/// topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+/// The product a row stands for, or why it cannot be one.
+pub fn to_product(row: &SourceRow) -> Result<Product, Rejection> {
+    let reject = |reason: RejectReason, detail: String| Rejection { reason, detail };
+    let id = i32::try_from(row.id).map_err(|_| {
+        reject(
+            RejectReason::IdOutOfRange,
+            format!("id {} does not fit the schema's 32-bit int", row.id),
+        )
+    })?;
+    let name = row
+        .name
+        .clone()
+        .ok_or_else(|| reject(RejectReason::NullName, "name is NULL".into()))?;
+    let price = row
+        .price
+        .ok_or_else(|| reject(RejectReason::NullPrice, "price is NULL".into()))?;
+    if !price.is_finite() {
+        return Err(reject(
+            RejectReason::PriceNotFinite,
+            format!("price {price} is not a finite number"),
+        ));
+    }
+    if price < 0.0 {
+        return Err(reject(
+            RejectReason::PriceOutOfRange,
+            format!("price {price} is negative"),
+        ));
+    }
+    Ok(Product::new(
+        id,
+        name,
+        row.category.clone(),
+        price,
+        row.last_updated,
+    ))
+}
+
+/// A record ready to be produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedRecord {
+    /// The product id as UTF-8 text.
+    pub key: String,
+    /// Confluent wire format: magic byte, schema id, Avro datum.
+    pub value: Vec<u8>,
+}
+
+/// Encodes `row` with the registered `schema_id` (`common::avro::encode_product_fast`: the same
+/// bytes as `encode_product`, without the generic Avro value tree). Every valid product encodes.
+pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Rejection> {
+    let product = to_product(row)?;
+    Ok(EncodedRecord {
+        key: product.id.to_string(),
+        value: encode_product_fast(schema_id, &product),
+    })
+}
+
+/// The dead-letter record of a rejected row: JSON with the reason and the row as read.
+pub fn dead_letter_json(row: &SourceRow, rejection: &Rejection, source: &str) -> String {
+    json!({
+        "reason": rejection.reason.label(),
+        "detail": rejection.detail,
+        "source": source,
+        "row": {
+            "id": row.id,
+            "name": row.name,
+            "category": row.category,
+            // serde_json writes NaN and infinities as null; the detail keeps the text.
+            "price": row.price,
+            "last_updated": row.last_updated.format(crate::watermark::TIMESTAMP_FORMAT).to_string(),
+            "last_updated_micros": row.last_updated.and_utc().timestamp_micros(),
+        },
+        "rejected_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value;
+    use chrono::NaiveDateTime;
+    use common::avro::{decode_product, product_schema, unframe};
+
+    /// The original prototype's schema (`shared/reference-data/product_value_avro_schema.json`).
+    const PROTOTYPE_SCHEMA: &str = r#"{
+      "namespace": "com.buyonline.product", "name": "Product", "type": "record",
+      "fields": [
+        {"name": "id", "type": "int"},
+        {"name": "name", "type": "string"},
+        {"name": "category", "type": ["null", "string"], "default": null},
+        {"name": "price", "type": "double"},
+        {"name": "last_updated", "type": "string"}
+      ]}"#;
+
+    fn row() -> SourceRow {
+        SourceRow {
+            id: 5,
+            name: Some("Product_5".into()),
+            category: Some("Cat_5".into()),
+            price: Some(97.3),
+            last_updated: NaiveDateTime::parse_from_str(
+                "2023-10-13 10:03:55.250001",
+                "%Y-%m-%d %H:%M:%S%.f",
+            )
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_good_row_becomes_a_keyed_wire_format_record() {
+        let record = encode_row(42, &row()).unwrap();
+        assert_eq!(record.key, "5");
+        let (schema_id, datum) = unframe(&record.value).unwrap();
+        assert_eq!(schema_id, 42);
+        let product = decode_product(product_schema(), datum).unwrap();
+        assert_eq!(product.id, 5);
+        assert_eq!(product.name, "Product_5");
+        assert_eq!(product.category.as_deref(), Some("Cat_5"));
+        assert_eq!(product.price, 97.3);
+        assert_eq!(product.last_updated, "2023-10-13 10:03:55");
+        assert_eq!(
+            product.last_updated_micros,
+            Some(row().last_updated.and_utc().timestamp_micros())
+        );
+    }
+
+    #[test]
+    fn the_prototype_schema_reads_our_records() {
+        let record = encode_row(1, &row()).unwrap();
+        let prototype = apache_avro::Schema::parse_str(PROTOTYPE_SCHEMA).unwrap();
+        let (_, mut datum) = unframe(&record.value).unwrap();
+        let value =
+            apache_avro::from_avro_datum(product_schema(), &mut datum, Some(&prototype)).unwrap();
+        let Value::Record(fields) = value else {
+            panic!("expected a record")
+        };
+        assert_eq!(
+            fields,
+            vec![
+                ("id".into(), Value::Int(5)),
+                ("name".into(), Value::String("Product_5".into())),
+                (
+                    "category".into(),
+                    Value::Union(1, Box::new(Value::String("Cat_5".into())))
+                ),
+                ("price".into(), Value::Double(97.3)),
+                (
+                    "last_updated".into(),
+                    Value::String("2023-10-13 10:03:55".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_null_category_is_fine() {
+        let mut r = row();
+        r.category = None;
+        let record = encode_row(1, &r).unwrap();
+        let product = decode_product(product_schema(), &record.value[5..]).unwrap();
+        assert_eq!(product.category, None);
+    }
+
+    #[test]
+    fn rows_the_schema_cannot_carry_are_rejected_with_a_reason() {
+        type Spoil = fn(&mut SourceRow);
+        let cases: [(Spoil, RejectReason); 6] = [
+            (|r| r.name = None, RejectReason::NullName),
+            (|r| r.price = None, RejectReason::NullPrice),
+            (|r| r.price = Some(f64::NAN), RejectReason::PriceNotFinite),
+            (
+                |r| r.price = Some(f64::INFINITY),
+                RejectReason::PriceNotFinite,
+            ),
+            (|r| r.price = Some(-0.01), RejectReason::PriceOutOfRange),
+            (
+                |r| r.id = i64::from(i32::MAX) + 1,
+                RejectReason::IdOutOfRange,
+            ),
+        ];
+        for (spoil, reason) in cases {
+            let mut r = row();
+            spoil(&mut r);
+            let rejection = encode_row(1, &r).unwrap_err();
+            assert_eq!(rejection.reason, reason, "{r:?}");
+            assert!(!rejection.detail.is_empty());
+        }
+        let labels: std::collections::HashSet<_> =
+            RejectReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), RejectReason::ALL.len(), "labels are distinct");
+    }
+
+    #[test]
+    fn dead_letter_json_carries_reason_and_row() {
+        let mut r = row();
+        r.name = None;
+        let rejection = to_product(&r).unwrap_err();
+        let text = dead_letter_json(&r, &rejection, "mysql product table");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["reason"], "null_name");
+        assert_eq!(value["row"]["id"], 5);
+        assert!(value["row"]["name"].is_null());
+        assert_eq!(value["row"]["last_updated"], "2023-10-13 10:03:55.250001");
+        assert_eq!(value["source"], "mysql product table");
+    }
+}

@@ -1,0 +1,89 @@
+//! The producer's Prometheus metrics, registered in the application's own registry.
+
+use common::metrics::{
+    counter, counter_vec, float_gauge, gauge, histogram, latency_buckets, size_buckets,
+};
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+
+use crate::encode::RejectReason;
+
+#[derive(Clone)]
+pub struct ProducerMetrics {
+    /// Rows read from the source.
+    pub rows_captured: IntCounter,
+    /// Records Kafka acknowledged on the topic.
+    pub records_produced: IntCounter,
+    /// Records Kafka did not acknowledge (each leads to a replay from the durable watermark).
+    pub delivery_errors: IntCounter,
+    /// Rows that could not be encoded, by reason.
+    pub rows_rejected: IntCounterVec,
+    /// Rows not produced again because the topic already had them (found after a restart).
+    pub rows_already_in_topic: IntCounter,
+    /// Rows per read.
+    pub batch_size: Histogram,
+    /// Time of one read (horizon query + rows).
+    pub poll_duration: Histogram,
+    /// Seconds between now and the watermark (or the read horizon, when caught up).
+    pub watermark_lag: Gauge,
+    /// Batches produced and not yet fully acknowledged.
+    pub batches_in_flight: IntGauge,
+    /// 1 when open transactions bound the read horizon, 0 when only `CAPTURE_DELAY_MS` does.
+    pub horizon_sees_transactions: IntGauge,
+}
+
+impl ProducerMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let rows_rejected = counter_vec(
+            registry,
+            "producer_rows_rejected_total",
+            "Rows that could not be encoded and were not produced to the topic, by reason.",
+            &["reason"],
+        );
+        for reason in RejectReason::ALL {
+            rows_rejected.with_label_values(&[reason.label()]);
+        }
+        let horizon_sees_transactions = gauge(
+            registry,
+            "producer_horizon_sees_transactions",
+            "1 when the start of open transactions bounds the read horizon, 0 when only CAPTURE_DELAY_MS does.",
+        );
+        horizon_sees_transactions.set(1);
+        Self {
+            rows_captured: counter(registry, "producer_rows_captured_total", "Rows read from the source table."),
+            records_produced: counter(
+                registry,
+                "producer_records_produced_total",
+                "Records acknowledged by Kafka on the topic.",
+            ),
+            delivery_errors: counter(
+                registry,
+                "producer_delivery_errors_total",
+                "Records Kafka failed to acknowledge (capture replays from the durable watermark).",
+            ),
+            rows_rejected,
+            rows_already_in_topic: counter(
+                registry,
+                "producer_rows_already_in_topic_total",
+                "Rows not produced again because the topic already held them (found by the read-back after a restart).",
+            ),
+            batch_size: histogram(registry, "producer_batch_size_rows", "Rows per read.", size_buckets()),
+            poll_duration: histogram(
+                registry,
+                "producer_poll_duration_seconds",
+                "Duration of one read from the source.",
+                latency_buckets(),
+            ),
+            watermark_lag: float_gauge(
+                registry,
+                "producer_watermark_lag_seconds",
+                "Seconds between now and the durable watermark (the read horizon when caught up).",
+            ),
+            batches_in_flight: gauge(
+                registry,
+                "producer_batches_in_flight",
+                "Batches produced and not yet fully acknowledged.",
+            ),
+            horizon_sees_transactions,
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The capture loop: read a batch, produce it, and while Kafka acknowledges it read and produce
+//! the next ones; advance the durable watermark batch by batch, in order, once every record of a
+//! batch is acknowledged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use common::http::Readiness;
+use common::kafka::KafkaConfig;
+use common::registry::RegistryClient;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use rdkafka::error::KafkaError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::encode::{dead_letter_json, encode_row};
+use crate::metrics::ProducerMetrics;
+use crate::position::Position;
+use crate::readback::{durable_offsets, read_back, DeliveredRows};
+use crate::sink::{AckSummary, BatchAcks, KafkaSink};
+use crate::source::{Batch, HorizonBound, Source, SourceError};
+use crate::watermark::{Watermark, WatermarkError};
+
+/// Batches produced but not yet fully acknowledged, at most. Reading goes on while earlier
+/// batches are in flight, so reading and producing overlap.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 3;
+/// On shutdown, how long to wait for in-flight batches to be acknowledged.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Read-back attempts before capture goes on without it (risking duplicates, never losses).
+const READ_BACK_ATTEMPTS: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Watermark(#[from] WatermarkError),
+}
+
+/// Everything the capture loop works with.
+pub struct Pipeline {
+    pub source: Arc<dyn Source>,
+    pub sink: KafkaSink,
+    pub kafka: KafkaConfig,
+    pub registry: Arc<RegistryClient>,
+    pub schema_id: u32,
+    pub topic: String,
+    pub dead_letter_topic: Option<String>,
+    pub watermark: Watermark,
+    pub watermark_path: PathBuf,
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+    pub metrics: ProducerMetrics,
+    pub readiness: Readiness,
+}
+
+/// What is known about a batch while Kafka acknowledges it.
+struct InFlight {
+    /// The position of its last row (`None` for an empty batch, which is never produced).
+    end: Option<Position>,
+}
+
+type AckFuture = BoxFuture<'static, AckSummary>;
+type ReadFuture = BoxFuture<'static, (Result<Batch, SourceError>, Duration)>;
+
+/// The loop's own state, apart from the pipeline's parts.
+struct LoopState {
+    /// Where the next read starts (ahead of the watermark while batches are in flight).
+    cursor: Option<Position>,
+    in_flight: VecDeque<InFlight>,
+    acks: FuturesOrdered<AckFuture>,
+    read: Option<ReadFuture>,
+    next_read_at: Instant,
+    read_failures: u32,
+    /// The horizon of the last read that came back short (capture was caught up then).
+    caught_up_to: Option<NaiveDateTime>,
+    /// Per partition, the offset after the last acknowledged record (durable or not).
+    acknowledged: BTreeMap<i32, i64>,
+    /// Row versions the topic already holds after the watermark.
+    delivered: DeliveredRows,
+    horizon_bound: Option<HorizonBound>,
+}
+
+impl Pipeline {
+    /// Reads back what reached the topic after the durable watermark, so it is not produced
+    /// again. Retries a few times; then goes on without (duplicates possible, no losses).
+    pub async fn read_back_delivered(&self, shutdown: &CancellationToken) -> Option<DeliveredRows> {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=READ_BACK_ATTEMPTS {
+            let started = std::time::Instant::now();
+            match read_back(
+                &self.kafka,
+                &self.topic,
+                &self.watermark.next_offsets,
+                &self.registry,
+                self.schema_id,
+            )
+            .await
+            {
+                Ok(mut delivered) => {
+                    // The read starts a little early; what the watermark covers cannot match.
+                    if let Some(position) = &self.watermark.position {
+                        delivered.forget_through(position);
+                    }
+                    tracing::info!(
+                        topic = %self.topic,
+                        from_offsets = ?self.watermark.next_offsets,
+                        rows_already_in_topic = delivered.len(),
+                        took_ms = started.elapsed().as_millis(),
+                        "read back the topic after the watermark"
+                    );
+                    return Some(delivered);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, retry_in = ?delay, "cannot read back the topic yet")
+                }
+            }
+            if attempt == READ_BACK_ATTEMPTS {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+        tracing::error!(
+            topic = %self.topic,
+            "could not read back the topic; going on without it: rows produced just before the last \
+             stop may be produced again (none is lost)"
+        );
+        Some(DeliveredRows::default())
+    }
+
+    /// Runs capture until `shutdown` is cancelled. `delivered` is the result of the read-back.
+    pub async fn run(
+        mut self,
+        delivered: DeliveredRows,
+        shutdown: CancellationToken,
+    ) -> Result<(), PipelineError> {
+        let mut state = LoopState {
+            cursor: self.watermark.position,
+            in_flight: VecDeque::new(),
+            acks: FuturesOrdered::new(),
+            read: None,
+            next_read_at: Instant::now(),
+            read_failures: 0,
+            caught_up_to: None,
+            acknowledged: self.watermark.next_offsets.clone(),
+            delivered,
+            horizon_bound: None,
+        };
+        tracing::info!(
+            source = %self.source.describe(),
+            topic = %self.topic,
+            from = %describe_position(state.cursor.as_ref()),
+            batch_size = self.batch_size,
+            "capture started"
+        );
+        let mut stop_at: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if state.read.is_none()
+                && stop_at.is_none()
+                && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT
+                && Instant::now() >= state.next_read_at
+            {
+                state.read = Some(self.start_read(state.cursor));
+            }
+            self.metrics
+                .batches_in_flight
+                .set(state.in_flight.len() as i64);
+            self.update_lag(&state);
+
+            let can_read = stop_at.is_none() && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT;
+            tokio::select! {
+                () = shutdown.cancelled(), if stop_at.is_none() => {
+                    tracing::info!(batches_in_flight = state.in_flight.len(), "stopping capture");
+                    stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
+                    state.read = None;
+                }
+                Some(acks) = state.acks.next(), if !state.acks.is_empty() => {
+                    let batch = state.in_flight.pop_front().expect("one in-flight batch per ack future");
+                    if let Err(failure) = self.on_acked(&mut state, batch, acks).await? {
+                        if !self.replay(&mut state, &failure, &shutdown).await {
+                            break;
+                        }
+                    }
+                }
+                (result, took) = finish_read(&mut state.read), if state.read.is_some() => {
+                    state.read = None;
+                    match result {
+                        Ok(batch) => {
+                            if let Err(e) = self.on_read(&mut state, batch, took).await {
+                                self.metrics.delivery_errors.inc();
+                                let failure = format!("cannot enqueue a record: {e}");
+                                if !self.replay(&mut state, &failure, &shutdown).await {
+                                    break;
+                                }
+                            }
+                        }
+                        Err(e) => self.on_read_error(&mut state, &e),
+                    }
+                }
+                () = tokio::time::sleep_until(state.next_read_at), if can_read && state.read.is_none() => {}
+                _ = tick.tick() => {}
+                () = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => {
+                    tracing::warn!(
+                        batches_in_flight = state.in_flight.len(),
+                        "not every batch was acknowledged before the shutdown grace ran out; they will be \
+                         read back and completed on the next start"
+                    );
+                    break;
+                }
+            }
+            if stop_at.is_some() && state.in_flight.is_empty() {
+                break;
+            }
+        }
+        if let Err(e) = self.sink.flush(Duration::from_secs(2)).await {
+            tracing::debug!(error = %e, "flush on shutdown");
+        }
+        tracing::info!(watermark = %describe_position(self.watermark.position.as_ref()), "capture stopped");
+        Ok(())
+    }
+
+    /// Starts a read on its own task, so it proceeds while this loop encodes and enqueues.
+    fn start_read(&self, cursor: Option<Position>) -> ReadFuture {
+        let read = self.source.read_batch(cursor, self.batch_size);
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = read.await;
+            (result, started.elapsed())
+        });
+        let abort_if_dropped = AbortOnDrop(task.abort_handle());
+        async move {
+            let _abort_if_dropped = abort_if_dropped;
+            match task.await {
+                Ok(done) => done,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        .boxed()
+    }
+
+    async fn on_read(
+        &mut self,
+        state: &mut LoopState,
+        batch: Batch,
+        took: Duration,
+    ) -> Result<(), KafkaError> {
+        if state.read_failures > 0 {
+            tracing::info!("database reachable again, capture resumes");
+        }
+        state.read_failures = 0;
+        self.readiness
+            .set("database", true, "capture reads succeed");
+        self.metrics.poll_duration.observe(took.as_secs_f64());
+        self.metrics.batch_size.observe(batch.rows.len() as f64);
+        self.metrics.rows_captured.inc_by(batch.rows.len() as u64);
+        self.note_horizon_bound(state, batch.bound);
+
+        let full = batch.is_full();
+        state.next_read_at = if full {
+            Instant::now()
+        } else {
+            Instant::now() + self.poll_interval
+        };
+        state.caught_up_to = if full { None } else { Some(batch.horizon) };
+        let Some(end) = batch.end() else {
+            return Ok(());
+        };
+        state.cursor = Some(end);
+        // Read the next batch while this one is encoded and enqueued.
+        if full && state.read.is_none() && state.in_flight.len() + 1 < MAX_BATCHES_IN_FLIGHT {
+            state.read = Some(self.start_read(state.cursor));
+        }
+        let acks = self.produce(&state.delivered, &batch).await?;
+        state.in_flight.push_back(InFlight { end: Some(end) });
+        state.acks.push_back(acks);
+        Ok(())
+    }
+
+    /// Enqueues the batch's records (and dead letters) and returns the future of their acks.
+    async fn produce(
+        &self,
+        delivered: &DeliveredRows,
+        batch: &Batch,
+    ) -> Result<AckFuture, KafkaError> {
+        let acks = BatchAcks::new(&self.topic);
+        let source = self.source.describe();
+        for row in &batch.rows {
+            let micros = row.last_updated.and_utc().timestamp_micros();
+            if delivered.contains(row.id, micros) {
+                self.metrics.rows_already_in_topic.inc();
+                continue;
+            }
+            match encode_row(self.schema_id, row) {
+                Ok(record) => {
+                    self.sink
+                        .enqueue(&acks, &self.topic, record.key.as_bytes(), &record.value)
+                        .await?
+                }
+                Err(rejection) => {
+                    self.metrics
+                        .rows_rejected
+                        .with_label_values(&[rejection.reason.label()])
+                        .inc();
+                    tracing::warn!(
+                        id = row.id,
+                        last_updated = %row.last_updated,
+                        reason = rejection.reason.label(),
+                        detail = %rejection.detail,
+                        dead_letter_topic = self.dead_letter_topic.as_deref().unwrap_or("none"),
+                        "row rejected: it cannot be encoded with the value schema"
+                    );
+                    if let Some(topic) = &self.dead_letter_topic {
+                        let json = dead_letter_json(row, &rejection, &source);
+                        let key = row.id.to_string();
+                        self.sink
+                            .enqueue(&acks, topic, key.as_bytes(), json.as_bytes())
+                            .await?;
+                    }
+                }
+            }
+        }
+        acks.seal();
+        Ok(acks.wait().boxed())
+    }
+
+    /// Advances the watermark past an acknowledged batch; returns `Err(reason)` when some record
+    /// was not acknowledged.
+    async fn on_acked(
+        &mut self,
+        state: &mut LoopState,
+        batch: InFlight,
+        acks: AckSummary,
+    ) -> Result<Result<(), String>, PipelineError> {
+        for (partition, next) in &acks.next_offsets {
+            let known = state.acknowledged.entry(*partition).or_insert(0);
+            *known = (*known).max(*next);
+        }
+        self.metrics.records_produced.inc_by(acks.produced);
+        if acks.failures > 0 {
+            self.metrics.delivery_errors.inc_by(acks.failures);
+            return Ok(Err(acks
+                .first_error
+                .unwrap_or_else(|| "delivery failed".into())));
+        }
+        if let Some(end) = batch.end {
+            self.watermark.position = Some(end);
+            state.delivered.forget_through(&end);
+        }
+        self.watermark.next_offsets = durable_offsets(&state.acknowledged, &state.delivered);
+        self.store_watermark().await?;
+        Ok(Ok(()))
+    }
+
+    /// After a failed delivery: wait for the other in-flight batches, read back what reached the
+    /// topic, and capture again from the durable watermark. Returns false on shutdown.
+    async fn replay(
+        &mut self,
+        state: &mut LoopState,
+        failure: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::error!(
+            error = failure,
+            watermark = %describe_position(self.watermark.position.as_ref()),
+            "delivery to Kafka failed; capture replays from the durable watermark"
+        );
+        self.readiness
+            .set("kafka", false, format!("delivery failed: {failure}"));
+        state.read = None;
+        while !state.acks.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                Some(_) = state.acks.next() => {}
+            }
+        }
+        state.in_flight.clear();
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(delivered) = self.read_back_delivered(shutdown).await else {
+            return false;
+        };
+        state.delivered = delivered;
+        state.cursor = self.watermark.position;
+        state.next_read_at = Instant::now();
+        true
+    }
+
+    fn on_read_error(&self, state: &mut LoopState, error: &SourceError) {
+        state.read_failures += 1;
+        let backoff = backoff(self.poll_interval, state.read_failures);
+        state.next_read_at = Instant::now() + backoff;
+        self.readiness.set("database", false, error.to_string());
+        tracing::warn!(error = %error, failures = state.read_failures, retry_in = ?backoff, "cannot read changes from the database");
+    }
+
+    fn note_horizon_bound(&self, state: &mut LoopState, bound: HorizonBound) {
+        let sees = bound != HorizonBound::WindowOnly;
+        self.metrics.horizon_sees_transactions.set(i64::from(sees));
+        if state.horizon_bound != Some(bound) {
+            match bound {
+                HorizonBound::OpenTransaction => {
+                    tracing::info!(
+                        "an open transaction holds the read horizon back; later rows wait for it"
+                    )
+                }
+                HorizonBound::Window
+                    if state.horizon_bound == Some(HorizonBound::OpenTransaction) =>
+                {
+                    tracing::info!("no open transaction holds the read horizon back any more")
+                }
+                _ => {}
+            }
+            state.horizon_bound = Some(bound);
+        }
+    }
+
+    fn update_lag(&self, state: &LoopState) {
+        let watermark = self.watermark.position.map(|p| p.last_updated);
+        let reference = match (state.in_flight.is_empty(), state.caught_up_to, watermark) {
+            (true, Some(horizon), Some(w)) => Some(horizon.max(w)),
+            (true, Some(horizon), None) => Some(horizon),
+            (_, _, w) => w,
+        };
+        if let Some(reference) = reference {
+            let lag = (Utc::now().naive_utc() - reference)
+                .num_microseconds()
+                .unwrap_or(i64::MAX) as f64
+                / 1e6;
+            self.metrics.watermark_lag.set(lag.max(0.0));
+        }
+    }
+
+    async fn store_watermark(&self) -> Result<(), WatermarkError> {
+        let watermark = self.watermark.clone();
+        let path = self.watermark_path.clone();
+        tokio::task::spawn_blocking(move || watermark.store(&path))
+            .await
+            .expect("watermark writer does not panic")
+    }
+}
+
+/// Aborts a spawned read when its future is dropped (shutdown, replay).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the read in progress (the caller checks there is one).
+async fn finish_read(read: &mut Option<ReadFuture>) -> (Result<Batch, SourceError>, Duration) {
+    match read.as_mut() {
+        Some(read) => read.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential backoff from `base` (at least 100 ms), doubling per failure, capped at 30 s.
+pub fn backoff(base: Duration, failures: u32) -> Duration {
+    let base = base.max(Duration::from_millis(100));
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+pub fn describe_position(position: Option<&Position>) -> String {
+    match position {
+        None => "the beginning".to_owned(),
+        Some(p) if p.id == i64::MAX => format!("after {}", p.last_updated),
+        Some(p) => format!("after ({}, id {})", p.last_updated, p.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(base, 1), Duration::from_millis(500));
+        assert_eq!(backoff(base, 2), Duration::from_secs(1));
+        assert_eq!(backoff(base, 4), Duration::from_secs(4));
+        assert_eq!(backoff(base, 100), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::ZERO, 1), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn positions_read_well_in_logs() {
+        let t = chrono::NaiveDateTime::parse_from_str("2024-01-01 10:00:00", "%Y-%m-%d %H:%M:%S")
+            .unwrap();
+        assert_eq!(describe_position(None), "the beginning");
+        assert_eq!(
+            describe_position(Some(&Position::new(t, 3))),
+            "after (2024-01-01 10:00:00, id 3)"
+        );
+        assert_eq!(
+            describe_position(Some(&Position::after_timestamp(t))),
+            "after 2024-01-01 10:00:00"
+        );
+    }
+}

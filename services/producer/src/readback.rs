@@ -1,0 +1,339 @@
+//! Reading back what already reached the topic after the durable watermark, so a restart (after
+//! a kill, a crash or a failed delivery) does not produce those rows again.
+//!
+//! The watermark file keeps, per partition, the offset from which records of rows after the
+//! watermark position may be found. On start the producer reads every partition from there to
+//! its end, and remembers each record's `(id, last_updated_micros)`. Captured rows found there
+//! are not produced again.
+//!
+//! The read starts [`MAX_RECORDS_PER_BATCH`] offsets early: a broker may skip the whole record
+//! batch that holds the requested offset when a fetch starts in its middle (tansu 0.6 does, and
+//! then reports no end of partition either). Records read before the durable offset are covered
+//! by the watermark and never match a row still to capture.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::avro::{decode_product, product_schema, unframe};
+use common::kafka::KafkaConfig;
+use common::registry::RegistryClient;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::position::Position;
+use crate::sink::MAX_RECORDS_PER_BATCH;
+
+/// How long a partition must stay quiet after its end was reported before the read-back stops
+/// (some brokers, tansu among them, report a high watermark that trails the last batch).
+const QUIET_AFTER_END: Duration = Duration::from_millis(750);
+/// A partition that neither delivers a record nor reports its end for this long is taken as
+/// read to its end (with a warning).
+const SILENT_PARTITION: Duration = Duration::from_secs(5);
+/// Upper bound for one read-back.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(120);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("reading back {topic} did not reach the end of every partition within {after:?}")]
+    Timeout { topic: String, after: Duration },
+}
+
+/// Row versions `(id, last_updated_micros)` found in the topic after the durable watermark, with
+/// where they were found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveredRows {
+    rows: HashMap<(i64, i64), (i32, i64)>,
+}
+
+impl DeliveredRows {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Records that the row version `(id, micros)` is at `offset` of `partition` (the lowest
+    /// offset wins when the topic holds it more than once).
+    pub fn insert(&mut self, id: i64, last_updated_micros: i64, partition: i32, offset: i64) {
+        let entry = self
+            .rows
+            .entry((id, last_updated_micros))
+            .or_insert((partition, offset));
+        if (partition, offset) < *entry {
+            *entry = (partition, offset);
+        }
+    }
+
+    /// Whether the topic already holds this row version.
+    pub fn contains(&self, id: i64, last_updated_micros: i64) -> bool {
+        self.rows.contains_key(&(id, last_updated_micros))
+    }
+
+    /// Forgets the row versions at or before `position`: the watermark covers them now (and a
+    /// row version captured past can no longer come again).
+    pub fn forget_through(&mut self, position: &Position) {
+        let limit = (
+            position.last_updated.and_utc().timestamp_micros(),
+            position.id,
+        );
+        self.rows.retain(|(id, micros), _| (*micros, *id) > limit);
+    }
+
+    /// Per partition, the lowest offset of a remembered record. The durable watermark must not
+    /// move past these, or a second restart would no longer find them.
+    pub fn lowest_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut lowest = BTreeMap::new();
+        for &(partition, offset) in self.rows.values() {
+            lowest
+                .entry(partition)
+                .and_modify(|o: &mut i64| *o = (*o).min(offset))
+                .or_insert(offset);
+        }
+        lowest
+    }
+}
+
+/// Where the watermark may point: per partition the lower of "after the last acknowledged
+/// record" and "the first record found by the read-back that the watermark does not cover yet".
+pub fn durable_offsets(
+    acknowledged: &BTreeMap<i32, i64>,
+    delivered: &DeliveredRows,
+) -> BTreeMap<i32, i64> {
+    let mut offsets = acknowledged.clone();
+    for (partition, offset) in delivered.lowest_offsets() {
+        offsets
+            .entry(partition)
+            .and_modify(|o| *o = (*o).min(offset))
+            .or_insert(offset);
+    }
+    offsets
+}
+
+/// The current end (high watermark) of each of the `partitions` partitions of `topic`.
+pub async fn end_offsets(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let config = kafka.client_config();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        (0..partitions)
+            .map(|p| Ok((p, consumer.fetch_watermarks(&topic, p, METADATA_TIMEOUT)?.1)))
+            .collect()
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
+/// The read-back consumer's context: reaching the end of a partition is what the read-back waits
+/// for, not an error worth logging (librdkafka reports it through the error callback too).
+struct ReadBackContext;
+
+impl ClientContext for ReadBackContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::warn!(error = %error, reason, "read-back consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for ReadBackContext {}
+
+/// One record read back: where it is, and its value.
+struct RawRecord {
+    partition: i32,
+    offset: i64,
+    payload: Option<Vec<u8>>,
+}
+
+/// Reads `topic` from `from` (partition -> offset) to the end of each partition and returns the
+/// row versions found. Values are decoded with our schema when they carry `our_schema_id`, and
+/// with the writer schema from the registry otherwise; records that do not decode are skipped.
+pub async fn read_back(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    registry: &RegistryClient,
+    our_schema_id: u32,
+) -> Result<DeliveredRows, ReadBackError> {
+    let records = read_raw(kafka, topic, from).await?;
+    let mut delivered = DeliveredRows::default();
+    let mut undecodable = 0usize;
+    for record in records {
+        let Some(payload) = record.payload else {
+            undecodable += 1;
+            continue;
+        };
+        let product = match unframe(&payload) {
+            Ok((id, datum)) if id == our_schema_id => decode_product(product_schema(), datum).ok(),
+            Ok((id, datum)) => match registry.schema(id).await {
+                Ok(schema) => decode_product(&schema, datum).ok(),
+                Err(e) => {
+                    tracing::warn!(schema_id = id, error = %e, "cannot fetch a writer schema during read-back");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        match product.and_then(|p| p.last_updated_micros.map(|micros| (p.id, micros))) {
+            Some((id, micros)) => {
+                delivered.insert(i64::from(id), micros, record.partition, record.offset)
+            }
+            None => undecodable += 1,
+        }
+    }
+    if undecodable > 0 {
+        tracing::warn!(
+            topic,
+            records = undecodable,
+            "read-back skipped records it cannot match to rows (not our Avro value or no exact timestamp)"
+        );
+    }
+    Ok(delivered)
+}
+
+async fn read_raw(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+) -> Result<Vec<RawRecord>, ReadBackError> {
+    let config = kafka.client_config();
+    let topic = topic.to_owned();
+    let from = from.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut config = config;
+        let consumer: BaseConsumer<ReadBackContext> = config
+            .set("group.id", format!("{topic}-producer-read-back"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(ReadBackContext)?;
+        let mut assignment = TopicPartitionList::new();
+        for (&partition, &offset) in &from {
+            let start = (offset - MAX_RECORDS_PER_BATCH).max(0);
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(start))?;
+        }
+        consumer.assign(&assignment)?;
+
+        let started = Instant::now();
+        let mut records = Vec::new();
+        // A partition is done once it reported its end and then stayed quiet for a while, or
+        // when it stays silent altogether.
+        let mut reached_end: HashSet<i32> = HashSet::new();
+        let mut last_activity: HashMap<i32, Instant> = from.keys().map(|p| (*p, started)).collect();
+        loop {
+            let quiet_for = |p: &i32| last_activity.get(p).map_or(Duration::ZERO, Instant::elapsed);
+            let done = from.keys().all(|p| {
+                (reached_end.contains(p) && quiet_for(p) >= QUIET_AFTER_END) || quiet_for(p) >= SILENT_PARTITION
+            });
+            if done {
+                let silent: Vec<i32> = from.keys().filter(|p| !reached_end.contains(p)).copied().collect();
+                if !silent.is_empty() {
+                    tracing::warn!(
+                        topic = %topic,
+                        partitions = ?silent,
+                        "the broker reported no end for some partitions; taking them as read to the end"
+                    );
+                }
+                break;
+            }
+            if started.elapsed() > READ_BACK_TIMEOUT {
+                return Err(ReadBackError::Timeout {
+                    topic,
+                    after: READ_BACK_TIMEOUT,
+                });
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    last_activity.insert(message.partition(), Instant::now());
+                    records.push(RawRecord {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    reached_end.insert(partition);
+                    last_activity.insert(partition, Instant::now());
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+        Ok(records)
+    })
+    .await
+    .map_err(|_| ReadBackError::Kafka(KafkaError::Canceled))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDateTime;
+
+    fn micros(s: &str) -> i64 {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn remembers_row_versions_and_their_lowest_offsets() {
+        let mut d = DeliveredRows::default();
+        d.insert(1, micros("2024-01-01 00:00:01"), 3, 10);
+        d.insert(2, micros("2024-01-01 00:00:01"), 3, 11);
+        d.insert(3, micros("2024-01-01 00:00:02"), 5, 4);
+        d.insert(1, micros("2024-01-01 00:00:01"), 3, 40); // the same version twice: keep the first
+        assert_eq!(d.len(), 3);
+        assert!(d.contains(1, micros("2024-01-01 00:00:01")));
+        assert!(
+            !d.contains(1, micros("2024-01-01 00:00:02")),
+            "another version of row 1"
+        );
+        assert_eq!(d.lowest_offsets(), BTreeMap::from([(3, 10), (5, 4)]));
+    }
+
+    #[test]
+    fn forgets_what_the_watermark_covers() {
+        let mut d = DeliveredRows::default();
+        d.insert(1, micros("2024-01-01 00:00:01"), 0, 1);
+        d.insert(2, micros("2024-01-01 00:00:01"), 1, 1);
+        d.insert(1, micros("2024-01-01 00:00:02"), 0, 2);
+        let t = NaiveDateTime::parse_from_str("2024-01-01 00:00:01", "%Y-%m-%d %H:%M:%S").unwrap();
+        d.forget_through(&Position::new(t, 1));
+        assert!(!d.contains(1, micros("2024-01-01 00:00:01")));
+        assert!(
+            d.contains(2, micros("2024-01-01 00:00:01")),
+            "same timestamp, larger id: not covered"
+        );
+        d.forget_through(&Position::after_timestamp(t));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.lowest_offsets(), BTreeMap::from([(0, 2)]));
+    }
+
+    #[test]
+    fn durable_offsets_never_pass_a_remembered_record() {
+        let acknowledged = BTreeMap::from([(0, 100), (1, 50), (2, 7)]);
+        let mut d = DeliveredRows::default();
+        d.insert(9, 1, 0, 60);
+        d.insert(8, 1, 3, 5);
+        assert_eq!(
+            durable_offsets(&acknowledged, &d),
+            BTreeMap::from([(0, 60), (1, 50), (2, 7), (3, 5)])
+        );
+        assert_eq!(
+            durable_offsets(&acknowledged, &DeliveredRows::default()),
+            acknowledged
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The Kafka side: producer settings, enqueueing records, and tracking the acknowledgements of a
+//! batch (one shared tracker per batch instead of a future per record: librdkafka's delivery
+//! callback updates it directly, which keeps per-record overhead close to raw librdkafka).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use common::kafka::KafkaConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::Notify;
+
+use crate::config::Compression;
+
+/// At most this many records go into one record batch of one partition (`batch.num.messages`).
+/// The read-back after a restart starts this many offsets before the durable offset, so it
+/// starts at or before the first offset of the batch holding the durable offset: some brokers
+/// (tansu 0.6) return nothing of a batch when a fetch starts in its middle.
+pub const MAX_RECORDS_PER_BATCH: i64 = 1000;
+
+/// The producer settings (shared by the service and the benchmark's raw baseline):
+///
+/// * `enable.idempotence=true`, `acks=all`: no duplicates from retries, order kept per partition.
+/// * `partitioner=murmur2_random`: keys land on the partitions the Java client would pick.
+/// * `linger.ms=20`: records of a capture batch go out in few, full requests (a 5000-row batch is
+///   enqueued within a few milliseconds; tansu spends much of its CPU per request). 20 ms is small
+///   next to `CAPTURE_DELAY_MS`.
+/// * `batch.num.messages`: see [`MAX_RECORDS_PER_BATCH`].
+/// * `message.timeout.ms=0`: librdkafka never gives up on a record. While the broker is down
+///   records wait in the (bounded) queue and are retried in order once it is back; the producer
+///   stops reading from the database meanwhile.
+pub fn producer_client_config(kafka: &KafkaConfig, compression: Compression) -> ClientConfig {
+    let mut config = kafka.client_config();
+    config
+        .set("client.id", "productstream-producer")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", compression.as_str())
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", MAX_RECORDS_PER_BATCH.to_string());
+    config
+}
+
+/// What Kafka answered for the records of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckSummary {
+    /// Records acknowledged on the main topic.
+    pub produced: u64,
+    /// Per partition of the main topic, the offset after the highest acknowledged record.
+    pub next_offsets: BTreeMap<i32, i64>,
+    /// Records (main or dead-letter topic) that failed, with the first error.
+    pub failures: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Default)]
+struct AckCounts {
+    enqueued: u64,
+    settled: u64,
+    sealed: bool,
+    summary: AckSummary,
+}
+
+impl AckCounts {
+    fn complete(&self) -> bool {
+        self.sealed && self.settled == self.enqueued
+    }
+}
+
+/// Acknowledgements of one batch: records are counted as they are enqueued, the batch is sealed
+/// once all are, and [`BatchAcks::wait`] resolves when every record is settled.
+pub struct BatchAcks {
+    topic: String,
+    counts: Mutex<AckCounts>,
+    settled: Notify,
+}
+
+impl BatchAcks {
+    /// A tracker for a batch whose main records go to `topic`.
+    pub fn new(topic: &str) -> Arc<Self> {
+        Arc::new(Self {
+            topic: topic.to_owned(),
+            counts: Mutex::default(),
+            settled: Notify::new(),
+        })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, AckCounts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn enqueued(&self) {
+        self.counts().enqueued += 1;
+    }
+
+    /// No more records will be added.
+    pub fn seal(&self) {
+        let complete = {
+            let mut counts = self.counts();
+            counts.sealed = true;
+            counts.complete()
+        };
+        if complete {
+            self.settled.notify_one();
+        }
+    }
+
+    fn settle(&self, topic: &str, outcome: Result<(i32, i64), String>) {
+        let complete = {
+            let mut counts = self.counts();
+            counts.settled += 1;
+            match outcome {
+                Ok((partition, offset)) if topic == self.topic => {
+                    counts.summary.produced += 1;
+                    let next = counts.summary.next_offsets.entry(partition).or_insert(0);
+                    *next = (*next).max(offset + 1);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    counts.summary.failures += 1;
+                    counts
+                        .summary
+                        .first_error
+                        .get_or_insert_with(|| format!("{topic}: {e}"));
+                }
+            }
+            counts.complete()
+        };
+        if complete {
+            self.settled.notify_one();
+        }
+    }
+
+    /// Resolves once the batch is sealed and every record is acknowledged or failed.
+    pub async fn wait(self: Arc<Self>) -> AckSummary {
+        loop {
+            {
+                let counts = self.counts();
+                if counts.complete() {
+                    return counts.summary.clone();
+                }
+            }
+            self.settled.notified().await;
+        }
+    }
+}
+
+/// Routes librdkafka's delivery reports to the batch trackers.
+pub struct SinkContext;
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<BatchAcks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Self::DeliveryOpaque) {
+        match result {
+            Ok(message) => {
+                acks.settle(message.topic(), Ok((message.partition(), message.offset())))
+            }
+            Err((e, message)) => acks.settle(message.topic(), Err(e.to_string())),
+        }
+    }
+}
+
+/// A thin wrapper over librdkafka's producer (its own thread serves delivery reports).
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: Arc<ThreadedProducer<SinkContext>>,
+}
+
+impl KafkaSink {
+    pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: Arc::new(config.create_with_context(SinkContext)?),
+        })
+    }
+
+    /// Enqueues a record counted in `acks`. Waits while librdkafka's queue is full.
+    pub async fn enqueue(
+        &self,
+        acks: &Arc<BatchAcks>,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        loop {
+            let record = BaseRecord::with_opaque_to(topic, Arc::clone(acks))
+                .key(key)
+                .payload(payload);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    acks.enqueued();
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether a broker answers a metadata request for `topic` within `timeout`.
+    pub async fn check_broker(&self, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = Arc::clone(&self.producer);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// Waits up to `timeout` for queued records to be delivered.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = Arc::clone(&self.producer);
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_completes_when_sealed_and_every_record_settled() {
+        let acks = BatchAcks::new("main");
+        for _ in 0..3 {
+            acks.enqueued();
+        }
+        acks.enqueued(); // a dead letter
+        let waiting = tokio::spawn(Arc::clone(&acks).wait());
+        acks.settle("main", Ok((1, 10)));
+        acks.settle("main", Ok((1, 11)));
+        acks.settle("dead_letters", Ok((0, 3)));
+        acks.settle("main", Ok((4, 0)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "not sealed yet");
+        acks.seal();
+        let summary = waiting.await.unwrap();
+        assert_eq!(summary.produced, 3);
+        assert_eq!(summary.next_offsets, BTreeMap::from([(1, 12), (4, 1)]));
+        assert_eq!(summary.failures, 0);
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_with_the_first_error_and_empty_batches_complete() {
+        let acks = BatchAcks::new("main");
+        acks.enqueued();
+        acks.enqueued();
+        acks.seal();
+        acks.settle("main", Err("broker said no".into()));
+        acks.settle("main", Err("again".into()));
+        let summary = Arc::clone(&acks).wait().await;
+        assert_eq!(summary.failures, 2);
+        assert_eq!(summary.first_error.as_deref(), Some("main: broker said no"));
+
+        let empty = BatchAcks::new("main");
+        empty.seal();
+        assert_eq!(empty.wait().await, AckSummary::default());
+    }
+}

@@ -1,0 +1,356 @@
+//! Building and running the producer: `Application::build(config)` binds HTTP and loads the
+//! watermark (a corrupt one fails here); `run_until_stopped` registers the schema, makes sure the
+//! topic exists, reads back what reached it after the watermark, and runs capture.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::avro::PRODUCT_SCHEMA_JSON;
+use common::http::{base_router, bind, serve, Readiness};
+use common::kafka::{ensure_topic, TopicStatus};
+use common::registry::{RegistryClient, RegistryError};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::ProducerMetrics;
+use crate::pipeline::{backoff, describe_position, Pipeline, PipelineError};
+use crate::readback::end_offsets;
+use crate::sink::{producer_client_config, KafkaSink};
+use crate::source::mysql::{connect_lazy, MySqlSource};
+use crate::source::{Source, SourceError};
+use crate::watermark::{Watermark, WatermarkError};
+
+/// How often readiness checks the database and the broker.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Watermark(#[from] WatermarkError),
+    #[error(transparent)]
+    Http(#[from] std::io::Error),
+    #[error("invalid DATABASE_URL: {0}")]
+    Database(SourceError),
+    #[error("cannot create the Kafka producer: {0}")]
+    KafkaClient(KafkaError),
+    #[error("cannot create topic {topic}: {source}")]
+    Topic { topic: String, source: KafkaError },
+    #[error("the schema registry refused the value schema under subject {subject}: {source}")]
+    Schema {
+        subject: String,
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// The producer service, built and ready to run.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    port: u16,
+    metrics_registry: prometheus::Registry,
+    metrics: ProducerMetrics,
+    readiness: Readiness,
+    source: Arc<dyn Source>,
+    sink: KafkaSink,
+    schema_registry: Arc<RegistryClient>,
+    watermark: Watermark,
+}
+
+impl Application {
+    /// Loads the watermark, prepares the database pool (connecting lazily), the Kafka producer
+    /// and the registry client, and binds `HTTP_ADDR` (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let watermark = match Watermark::load(&config.watermark_path)? {
+            Some(watermark) => {
+                tracing::info!(
+                    path = %config.watermark_path.display(),
+                    position = %describe_position(watermark.position.as_ref()),
+                    "loaded the watermark"
+                );
+                watermark
+            }
+            None => {
+                tracing::info!(
+                    path = %config.watermark_path.display(),
+                    "no watermark file; capturing from the beginning of the table"
+                );
+                Watermark::default()
+            }
+        };
+        let pool = connect_lazy(config.database_url.expose()).map_err(StartupError::Database)?;
+        let source: Arc<dyn Source> = Arc::new(MySqlSource::new(pool, config.capture_delay));
+        let sink = KafkaSink::new(&producer_client_config(&config.kafka, config.compression))
+            .map_err(StartupError::KafkaClient)?;
+        let metrics_registry = common::metrics::new_registry();
+        let metrics = ProducerMetrics::new(&metrics_registry);
+        let schema_registry =
+            Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
+        let readiness = Readiness::default();
+        readiness.set("database", false, "not checked yet");
+        readiness.set("kafka", false, "not checked yet");
+        let listener = bind(config.http_addr).await?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            http = %listener.local_addr()?,
+            database = %config.database_url_for_logs(),
+            kafka = %config.kafka.bootstrap_servers,
+            registry = %config.registry.url,
+            topic = %config.topic.name,
+            "producer built"
+        );
+        Ok(Self {
+            config,
+            listener,
+            port,
+            metrics_registry,
+            metrics,
+            readiness,
+            source,
+            sink,
+            schema_registry,
+            watermark,
+        })
+    }
+
+    /// The HTTP port (useful with `HTTP_ADDR=127.0.0.1:0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn metrics(&self) -> ProducerMetrics {
+        self.metrics.clone()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves HTTP and runs capture until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let Self {
+            config,
+            listener,
+            metrics_registry,
+            metrics,
+            readiness,
+            source,
+            sink,
+            schema_registry,
+            mut watermark,
+            ..
+        } = self;
+        let stop_background = shutdown.child_token();
+        let http = tokio::spawn(serve(
+            listener,
+            base_router(metrics_registry, readiness.clone()),
+            stop_background.clone(),
+        ));
+        let monitor = tokio::spawn(monitor_health(
+            Arc::clone(&source),
+            sink.clone(),
+            config.topic.name.clone(),
+            readiness.clone(),
+            stop_background.clone(),
+        ));
+
+        let result = async {
+            let Some(schema_id) = register_schema(&schema_registry, &config, &shutdown).await?
+            else {
+                return Ok(());
+            };
+            let Some(partitions) = ensure_topic_exists(&config, &shutdown).await? else {
+                return Ok(());
+            };
+            if !complete_offsets(&mut watermark, &config, partitions, &shutdown).await? {
+                return Ok(());
+            }
+            let pipeline = Pipeline {
+                source,
+                sink,
+                kafka: config.kafka.clone(),
+                registry: schema_registry,
+                schema_id,
+                topic: config.topic.name.clone(),
+                dead_letter_topic: config.dead_letter_topic.clone(),
+                watermark,
+                watermark_path: config.watermark_path.clone(),
+                batch_size: config.batch_size,
+                poll_interval: config.poll_interval,
+                metrics,
+                readiness,
+            };
+            let Some(delivered) = pipeline.read_back_delivered(&shutdown).await else {
+                return Ok(());
+            };
+            pipeline.run(delivered, shutdown.clone()).await?;
+            Ok(())
+        }
+        .await;
+
+        stop_background.cancel();
+        let _ = monitor.await;
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        result
+    }
+}
+
+/// Registers the value schema under `{topic}-value`, retrying while the registry is unreachable.
+async fn register_schema(
+    registry: &RegistryClient,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<u32>, StartupError> {
+    let subject = config.value_subject();
+    match registry
+        .register_with_retry(&subject, PRODUCT_SCHEMA_JSON, shutdown)
+        .await
+    {
+        None => Ok(None),
+        Some(Ok(id)) => {
+            tracing::info!(subject, schema_id = id, registry = %registry.url(), "value schema registered");
+            Ok(Some(id))
+        }
+        Some(Err(source)) => Err(StartupError::Schema { subject, source }),
+    }
+}
+
+/// Creates the topic if needed (retrying while the broker is unreachable) and returns its
+/// partition count.
+async fn ensure_topic_exists(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<i32>, StartupError> {
+    let mut failures = 0;
+    loop {
+        match ensure_topic(&config.kafka, &config.topic, config.replication_factor).await {
+            Ok(TopicStatus::Created) => return Ok(Some(config.topic.partitions)),
+            Ok(TopicStatus::Exists { partitions }) => return Ok(Some(partitions)),
+            Err(e) if is_permanent_topic_error(&e) => {
+                return Err(StartupError::Topic {
+                    topic: config.topic.name.clone(),
+                    source: e,
+                })
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(Duration::from_millis(500), failures);
+                tracing::warn!(
+                    error = %e,
+                    kafka = %config.kafka.bootstrap_servers,
+                    topic = %config.topic.name,
+                    retry_in = ?delay,
+                    "cannot check or create the topic yet (is the broker up?), retrying"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+fn is_permanent_topic_error(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::AdminOp(
+            RDKafkaErrorCode::InvalidReplicationFactor
+                | RDKafkaErrorCode::InvalidPartitions
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
+}
+
+/// Makes sure the watermark knows, for every partition, from where to read back: partitions it
+/// has no offset for (first start, legacy file, other topic, added partitions) start at their
+/// current end. Stores the watermark when that changed it. Returns false on shutdown.
+async fn complete_offsets(
+    watermark: &mut Watermark,
+    config: &Config,
+    partitions: i32,
+    shutdown: &CancellationToken,
+) -> Result<bool, StartupError> {
+    let topic = &config.topic.name;
+    if let Some(other) = watermark.topic.as_deref().filter(|t| *t != topic.as_str()) {
+        tracing::warn!(
+            watermark_topic = other,
+            topic = %topic,
+            "the watermark's offsets belong to another topic; ignoring them (capture continues from its position)"
+        );
+        watermark.next_offsets.clear();
+    }
+    let missing: Vec<i32> = (0..partitions)
+        .filter(|p| !watermark.next_offsets.contains_key(p))
+        .collect();
+    if missing.is_empty() && watermark.topic.as_deref() == Some(topic.as_str()) {
+        return Ok(true);
+    }
+    let mut failures = 0;
+    let ends = loop {
+        match end_offsets(&config.kafka, topic, partitions).await {
+            Ok(ends) => break ends,
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(Duration::from_millis(500), failures);
+                tracing::warn!(error = %e, topic = %topic, retry_in = ?delay, "cannot read the topic's end offsets yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(false),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    for p in missing {
+        watermark
+            .next_offsets
+            .insert(p, ends.get(&p).copied().unwrap_or(0));
+    }
+    watermark.topic = Some(topic.clone());
+    let (stored, path) = (watermark.clone(), config.watermark_path.clone());
+    tokio::task::spawn_blocking(move || stored.store(&path))
+        .await
+        .expect("watermark writer does not panic")?;
+    Ok(true)
+}
+
+/// Keeps the "database" and "kafka" readiness checks current.
+async fn monitor_health(
+    source: Arc<dyn Source>,
+    sink: KafkaSink,
+    topic: String,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    loop {
+        match tokio::time::timeout(HEALTH_TIMEOUT, source.ping()).await {
+            Ok(Ok(())) => readiness.set("database", true, "reachable"),
+            Ok(Err(e)) => readiness.set("database", false, e.to_string()),
+            Err(_) => readiness.set(
+                "database",
+                false,
+                format!("no answer within {HEALTH_TIMEOUT:?}"),
+            ),
+        }
+        match sink.check_broker(&topic, HEALTH_TIMEOUT).await {
+            Ok(()) => readiness.set("kafka", true, "broker reachable"),
+            Err(e) => readiness.set("kafka", false, e.to_string()),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}

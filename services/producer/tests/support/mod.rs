@@ -1,0 +1,459 @@
+//! Shared set-up of the producer's integration tests: a fresh database with the migration
+//! applied, a fresh 10-partition topic, an in-process dev registry, a temporary watermark
+//! directory, and helpers to run the producer and read what reached the topic.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::avro::{decode_product, unframe};
+use common::config::{Env, TopicConfig};
+use common::product::Product;
+use common::registry::{RegistryClient, RegistryConfig};
+use producer::metrics::ProducerMetrics;
+use producer::{Application, Config, StartupError};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use sqlx::{Connection, MySqlConnection};
+use testkit::TestDatabase;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const PARTITIONS: i32 = 10;
+
+/// One test's private world.
+pub struct TestBed {
+    pub db: TestDatabase,
+    pub topic: TopicConfig,
+    pub registry_url: String,
+    pub registry: RegistryClient,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestBed {
+    pub async fn new() -> Self {
+        common::telemetry::init(&Env::from_pairs([("RUST_LOG", "info,producer=debug")]))
+            .expect("telemetry");
+        let db = TestDatabase::create().await;
+        let mut conn = db.connect().await;
+        sqlx::migrate!("../../schemas/migrations/mysql")
+            .run(&mut conn)
+            .await
+            .expect("migrations apply");
+        conn.close().await.ok();
+        let topic = testkit::create_topic(PARTITIONS).await;
+        let registry_url = testkit::spawn_registry().await;
+        Self {
+            db,
+            topic,
+            registry: RegistryClient::new(RegistryConfig::new(&registry_url)),
+            registry_url,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn watermark_path(&self) -> PathBuf {
+        self.dir.path().join("time_track/last_read_timestamp.json")
+    }
+
+    /// The environment a producer of this test bed runs with (short intervals for tests).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.db.url.clone()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".into(),
+                testkit::kafka().bootstrap_servers,
+            ),
+            ("SCHEMA_REGISTRY_URL".into(), self.registry_url.clone()),
+            ("TOPIC".into(), self.topic.name.clone()),
+            ("TOPIC_PARTITIONS".into(), PARTITIONS.to_string()),
+            (
+                "WATERMARK_PATH".into(),
+                self.watermark_path().display().to_string(),
+            ),
+            ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("POLL_INTERVAL_MS".into(), "100".into()),
+            ("CAPTURE_DELAY_MS".into(), "200".into()),
+        ]
+    }
+
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let mut vars: HashMap<String, String> = self.env().into_iter().collect();
+        for (k, v) in overrides {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Config::from_env(&Env::from_pairs(
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
+        .expect("valid test config")
+    }
+
+    pub async fn connect(&self) -> MySqlConnection {
+        let mut conn = self.db.connect().await;
+        sqlx::query("SET time_zone = '+00:00'")
+            .execute(&mut conn)
+            .await
+            .expect("utc session");
+        conn
+    }
+
+    /// Reads the topic from the beginning until at least `expected` records came (or 60 s).
+    pub async fn read(&self, expected: usize) -> Vec<Received> {
+        let messages = testkit::read_topic(&self.topic, expected, Duration::from_secs(60)).await;
+        let mut received = Vec::with_capacity(messages.len());
+        for message in messages {
+            received.push(self.decode(&message).await);
+        }
+        received
+    }
+
+    pub async fn decode(&self, message: &OwnedMessage) -> Received {
+        let payload = message.payload().expect("record has a value");
+        let (schema_id, datum) = unframe(payload).expect("Confluent wire format");
+        let schema = self
+            .registry
+            .schema(schema_id)
+            .await
+            .expect("writer schema from the registry");
+        Received {
+            key: testkit::key_text(message),
+            partition: message.partition(),
+            offset: message.offset(),
+            product: decode_product(&schema, datum).expect("value decodes"),
+        }
+    }
+
+    pub async fn drop_database(self) {
+        self.db.drop_database().await;
+    }
+}
+
+/// One record read from the topic, decoded.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub product: Product,
+}
+
+impl Received {
+    /// The row version it carries.
+    pub fn version(&self) -> (i32, i64) {
+        (
+            self.product.id,
+            self.product.last_updated_micros.expect("exact timestamp"),
+        )
+    }
+}
+
+/// Counts how often each row version arrived.
+pub fn count_versions(received: &[Received]) -> HashMap<(i32, i64), usize> {
+    let mut counts = HashMap::new();
+    for r in received {
+        *counts.entry(r.version()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The row versions `(id, last_updated micros)` the table holds now.
+pub async fn table_versions(conn: &mut MySqlConnection) -> Vec<(i32, i64)> {
+    let rows: Vec<(i32, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, last_updated FROM product ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("read product table");
+    rows.into_iter()
+        .map(|(id, t)| (id, t.timestamp_micros()))
+        .collect()
+}
+
+/// Inserts `count` generated products with ids `first..first+count`, in multi-row statements of
+/// `per_statement` rows (every row of a statement gets the same `last_updated`).
+pub async fn insert_products(
+    conn: &mut MySqlConnection,
+    first: i32,
+    count: i32,
+    per_statement: i32,
+) {
+    let mut id = first;
+    while id < first + count {
+        let end = (id + per_statement).min(first + count);
+        let values: Vec<String> = (id..end)
+            .map(|i| {
+                format!(
+                    "({i}, 'Product_{i}', 'Cat_{}', {}.{:02})",
+                    i % 10,
+                    10 + i % 90,
+                    i % 100
+                )
+            })
+            .collect();
+        sqlx::query(&format!(
+            "INSERT INTO product (id, name, category, price) VALUES {}",
+            values.join(",")
+        ))
+        .execute(&mut *conn)
+        .await
+        .expect("insert products");
+        id = end;
+    }
+}
+
+/// `data/products.csv` as `(id, name, category, price, last_updated)`.
+pub fn seed_products() -> Vec<(i32, String, String, f64, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/products.csv");
+    let text = std::fs::read_to_string(path).expect("data/products.csv");
+    text.lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            (
+                f[0].parse().expect("id"),
+                f[1].to_owned(),
+                f[2].to_owned(),
+                f[3].parse().expect("price"),
+                f[4].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A producer running in this process.
+pub struct RunningProducer {
+    pub port: u16,
+    pub metrics: ProducerMetrics,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), StartupError>>,
+}
+
+impl RunningProducer {
+    pub async fn start(config: Config) -> Self {
+        let app = Application::build(config).await.expect("producer builds");
+        let shutdown = CancellationToken::new();
+        Self {
+            port: app.port(),
+            metrics: app.metrics(),
+            handle: tokio::spawn(app.run_until_stopped(shutdown.clone())),
+            shutdown,
+        }
+    }
+
+    /// Stops it gracefully and returns what `run_until_stopped` returned.
+    pub async fn stop(self) -> Result<(), StartupError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("producer stops within 30 s")
+            .expect("producer task does not panic")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `GET path`: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.url(path)).await.expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("HTTP body"))
+    }
+
+    /// Waits until `producer_records_produced_total` reaches `n`.
+    pub async fn wait_produced(&self, n: u64) {
+        let metrics = self.metrics.clone();
+        testkit::wait_until(
+            Duration::from_secs(60),
+            &format!("{n} records produced"),
+            || {
+                let produced = metrics.records_produced.get();
+                async move { (produced >= n).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until `/ready` answers `status`, returning the body.
+    pub async fn wait_ready_status(&self, status: u16) -> String {
+        let url = self.url("/ready");
+        testkit::wait_until(
+            Duration::from_secs(60),
+            &format!("/ready to answer {status}"),
+            || {
+                let url = url.clone();
+                async move {
+                    let response = reqwest::get(&url).await.ok()?;
+                    (response.status().as_u16() == status).then_some(response.text().await.ok()?)
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// A TCP proxy that can be cut (every connection dropped, new ones refused by closing them at
+/// once) and restored, to simulate a database or broker outage.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<Mutex<bool>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::serve(listener, upstream)
+    }
+
+    /// A proxy on a given listener (when the port must be known before the upstream starts).
+    pub fn serve(listener: TcpListener, upstream: String) -> Self {
+        let port = listener.local_addr().expect("proxy address").port();
+        let up = Arc::new(Mutex::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (up2, connections2) = (Arc::clone(&up), Arc::clone(&connections));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !*up2.lock().unwrap() {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections2.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    pub fn cut(&self) {
+        *self.up.lock().unwrap() = false;
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        *self.up.lock().unwrap() = true;
+    }
+}
+
+/// A tansu broker of one test's own, reachable only through a [`Proxy`] (its advertised address),
+/// so the test can cut the broker off without disturbing the shared one. Killed on drop.
+pub struct PrivateBroker {
+    pub proxy: Proxy,
+    child: std::process::Child,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let proxy_port = proxy_listener.local_addr().expect("proxy address").port();
+        let broker_port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("probe address").port()
+        };
+        let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
+        let child = std::process::Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{broker_port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{proxy_port}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {tansu} (install it with scripts/install-tansu.sh): {e}")
+            });
+        let upstream = format!("127.0.0.1:{broker_port}");
+        testkit::wait_until(
+            Duration::from_secs(30),
+            "the private broker to listen",
+            || {
+                let upstream = upstream.clone();
+                async move { TcpStream::connect(&upstream).await.ok().map(|_| ()) }
+            },
+        )
+        .await;
+        Self {
+            proxy: Proxy::serve(proxy_listener, upstream),
+            child,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy.port)
+    }
+
+    /// Reads every record of `topic` from the beginning until `expected` came and a second
+    /// passed without more, or 60 s.
+    pub async fn read(&self, topic: &str, partitions: i32, expected: usize) -> Vec<OwnedMessage> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let kafka = common::kafka::KafkaConfig::plaintext(&self.bootstrap());
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = kafka
+                .client_config()
+                .set("group.id", testkit::unique_name("ps_reader"))
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("reader");
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                assignment
+                    .add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+                    .expect("partition offset");
+            }
+            consumer.assign(&assignment).expect("assign");
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut quiet_since = std::time::Instant::now();
+            let mut records = Vec::new();
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        records.push(m.detach());
+                        quiet_since = std::time::Instant::now();
+                    }
+                    Some(Err(_)) => {}
+                    None if records.len() >= expected
+                        && quiet_since.elapsed() > Duration::from_secs(1) =>
+                    {
+                        break
+                    }
+                    None => {}
+                }
+            }
+            records
+        })
+        .await
+        .expect("reader thread")
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
