@@ -42,9 +42,9 @@ impl Position {
 ///
 /// It is `min(now, start of the oldest open writing transaction) - delay`, all on the database
 /// clock. Any row an open transaction writes is stamped at or after its statement's start, which
-/// is at or after the transaction's start (minus the sub-second truncation of
-/// `INNODB_TRX.trx_started` and the time a statement spends before its transaction starts, both
-/// covered by `delay`). Without the transaction bound (no privilege to see them), only `delay`
+/// is at or after the transaction's start (minus the time a statement spends before its
+/// transaction starts, covered by `delay`); `oldest_open_transaction` is a lower bound on that
+/// start (see `source::open_transactions`). Without the transaction bound (no privilege to see them), only `delay`
 /// protects rows whose transaction stays open longer than it.
 pub fn read_horizon(
     db_now: NaiveDateTime,

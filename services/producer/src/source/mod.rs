@@ -4,6 +4,7 @@
 //! implement the same trait with its own horizon query (`pg_stat_activity.xact_start`).
 
 pub mod mysql;
+pub mod open_transactions;
 
 use chrono::NaiveDateTime;
 use futures::future::BoxFuture;
@@ -37,6 +38,9 @@ pub enum HorizonBound {
     OpenTransaction,
     /// The window alone, because open transactions cannot be seen (missing privilege).
     WindowOnly,
+    /// The last safe horizon again: the list of open transactions was stale (another client
+    /// read `INNODB_TRX` within the last 100 ms), so it could not be trusted.
+    StaleTransactionList,
 }
 
 /// The rows of one read, in `(last_updated, id)` order.

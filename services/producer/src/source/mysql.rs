@@ -2,8 +2,8 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
@@ -11,7 +11,9 @@ use futures::FutureExt;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
+use sqlx::Connection;
 
+use super::open_transactions::{OpenTransaction, Snapshot, TransactionBounds};
 use super::{Batch, HorizonBound, Source, SourceError, SourceRow};
 use crate::position::{read_horizon, Position};
 
@@ -21,17 +23,23 @@ const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
 
-/// The database clock and the start of the oldest open transaction that may write (other than
-/// our own). `trx_started` is in the server's system time zone, hence `CONVERT_TZ`. Read-only
-/// transactions and autocommit non-locking reads cannot write rows, so they do not hold capture
-/// back.
-const HORIZON_SQL: &str = "\
-    SELECT UTC_TIMESTAMP(6) AS db_now, \
-           (SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') \
-              FROM information_schema.INNODB_TRX \
-             WHERE trx_mysql_thread_id <> CONNECTION_ID() \
-               AND trx_is_read_only = 0 \
-               AND trx_autocommit_non_locking = 0) AS oldest_open_transaction";
+/// A snapshot of the open transactions that may write, plus the reader's own (the freshness
+/// proof, see [`super::open_transactions`]) and the database clock, in one statement. The
+/// `LEFT JOIN` keeps one row even when nothing is listed. `trx_started` is in the server's system
+/// time zone, hence `CONVERT_TZ`. Read-only transactions and autocommit non-locking reads cannot
+/// write rows, so they do not hold capture back.
+const SNAPSHOT_SQL: &str = "\
+    SELECT n.db_now, CONNECTION_ID() AS own_connection_id, \
+           t.trx_mysql_thread_id AS connection_id, \
+           CONVERT_TZ(t.trx_started, 'SYSTEM', '+00:00') AS started \
+      FROM (SELECT UTC_TIMESTAMP(6) AS db_now) AS n \
+      LEFT JOIN information_schema.INNODB_TRX AS t \
+        ON t.trx_mysql_thread_id = CONNECTION_ID() \
+        OR (t.trx_is_read_only = 0 AND t.trx_autocommit_non_locking = 0)";
+
+/// InnoDB refreshes the `INNODB_TRX` cache only when it has not been read for 100 ms; reading
+/// it more often would keep it stale. Between snapshots the last horizon is reused.
+const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_millis(110);
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
@@ -70,9 +78,21 @@ impl From<ProductRow> for SourceRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct HorizonRow {
+struct SnapshotRow {
     db_now: NaiveDateTime,
-    oldest_open_transaction: Option<NaiveDateTime>,
+    own_connection_id: u64,
+    connection_id: Option<u64>,
+    started: Option<NaiveDateTime>,
+}
+
+/// What the horizon needs between reads.
+#[derive(Default)]
+struct HorizonState {
+    bounds: TransactionBounds,
+    /// When the last snapshot was taken (fresh or not: any read delays the cache refresh).
+    last_snapshot_at: Option<Instant>,
+    /// The last horizon computed from a fresh snapshot; it stays safe forever.
+    last: Option<(NaiveDateTime, HorizonBound)>,
 }
 
 /// Connection pool options: every connection's session runs in UTC, so `TIMESTAMP` values and
@@ -105,6 +125,7 @@ pub struct MySqlSource {
     delay: Duration,
     /// False once reading `INNODB_TRX` was refused: the horizon is then the window alone.
     transactions_visible: Arc<AtomicBool>,
+    horizon_state: Arc<Mutex<HorizonState>>,
 }
 
 impl MySqlSource {
@@ -113,6 +134,7 @@ impl MySqlSource {
             pool,
             delay: capture_delay,
             transactions_visible: Arc::new(AtomicBool::new(true)),
+            horizon_state: Arc::default(),
         }
     }
 
@@ -127,21 +149,42 @@ impl MySqlSource {
 
     async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
         if self.transactions_visible.load(Ordering::Relaxed) {
-            match sqlx::query_as::<_, HorizonRow>(HORIZON_SQL)
-                .fetch_one(&self.pool)
-                .await
-            {
-                Ok(row) => {
-                    let bound = match row.oldest_open_transaction {
-                        Some(started) if started < row.db_now => HorizonBound::OpenTransaction,
+            let reuse = {
+                let state = self.horizon_state.lock().expect("horizon state lock");
+                match (state.last_snapshot_at, state.last) {
+                    (Some(at), Some(last)) if at.elapsed() < MIN_SNAPSHOT_INTERVAL => Some(last),
+                    _ => None,
+                }
+            };
+            if let Some(last) = reuse {
+                return Ok(last);
+            }
+            match self.snapshot().await {
+                Ok(snapshot) => {
+                    let mut state = self.horizon_state.lock().expect("horizon state lock");
+                    state.last_snapshot_at = Some(Instant::now());
+                    let Some(snapshot) = snapshot else {
+                        // Stale cache (someone read it within the last 100 ms): keep the last
+                        // safe horizon, or read nothing yet.
+                        return Ok(state
+                            .last
+                            .map(|(horizon, _)| (horizon, HorizonBound::StaleTransactionList))
+                            .unwrap_or((NaiveDateTime::MIN, HorizonBound::StaleTransactionList)));
+                    };
+                    let oldest = state.bounds.observe(&snapshot);
+                    let bound = match oldest {
+                        Some(started) if started < snapshot.fresh_from => {
+                            HorizonBound::OpenTransaction
+                        }
                         _ => HorizonBound::Window,
                     };
-                    return Ok((
-                        read_horizon(row.db_now, row.oldest_open_transaction, self.delay),
-                        bound,
-                    ));
+                    let horizon = read_horizon(snapshot.fresh_from, oldest, self.delay);
+                    // A horizon never has to move back (each one stays safe); keep the later.
+                    let horizon = state.last.map_or(horizon, |(h, _)| h.max(horizon));
+                    state.last = Some((horizon, bound));
+                    return Ok((horizon, bound));
                 }
-                Err(e) if is_privilege_error(&e) => {
+                Err(SourceError::Database(e)) if is_privilege_error(&e) => {
                     self.transactions_visible.store(false, Ordering::Relaxed);
                     tracing::warn!(
                         error = %e,
@@ -151,7 +194,7 @@ impl MySqlSource {
                          a row whose transaction stays open longer than that can be missed"
                     );
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         let (db_now,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&self.pool).await?;
@@ -159,6 +202,38 @@ impl MySqlSource {
             read_horizon(db_now, None, self.delay),
             HorizonBound::WindowOnly,
         ))
+    }
+
+    /// A snapshot of the open transactions, or `None` when it cannot be proven fresh (the
+    /// probe transaction opened just before is not listed: the cache predates it).
+    async fn snapshot(&self) -> Result<Option<Snapshot>, SourceError> {
+        let mut conn = self.pool.acquire().await?;
+        let (fresh_from,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
+        // Dropping the transaction (also on error) rolls it back.
+        let mut probe = conn
+            .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await?;
+        let rows: Vec<SnapshotRow> = sqlx::query_as(SNAPSHOT_SQL).fetch_all(&mut *probe).await?;
+        probe.rollback().await?;
+        let mut fresh = false;
+        let mut open = Vec::with_capacity(rows.len());
+        for row in rows {
+            match (row.connection_id, row.started) {
+                (Some(id), _) if id == row.own_connection_id => fresh = true,
+                (Some(connection_id), Some(started)) => open.push(OpenTransaction {
+                    connection_id,
+                    started,
+                }),
+                // A start time the time-zone conversion cannot place: assume the worst.
+                (Some(connection_id), None) => open.push(OpenTransaction {
+                    connection_id,
+                    started: NaiveDateTime::MIN,
+                }),
+                (None, _) => {}
+            }
+            debug_assert!(row.db_now >= fresh_from);
+        }
+        Ok(fresh.then_some(Snapshot { fresh_from, open }))
     }
 
     async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
