@@ -410,14 +410,15 @@ impl Pipeline {
         if state.horizon_bound != Some(bound) {
             match bound {
                 HorizonBound::OpenTransaction => {
-                    tracing::info!(
+                    // Under a steady write load this flips many times a second: debug only.
+                    tracing::debug!(
                         "an open transaction holds the read horizon back; later rows wait for it"
                     )
                 }
                 HorizonBound::Window
                     if state.horizon_bound == Some(HorizonBound::OpenTransaction) =>
                 {
-                    tracing::info!("no open transaction holds the read horizon back any more")
+                    tracing::debug!("no open transaction holds the read horizon back any more")
                 }
                 _ => {}
             }

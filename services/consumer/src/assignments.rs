@@ -1,0 +1,135 @@
+//! What this replica owns right now, for `GET /assignments`. Updated from the rebalance callback
+//! itself (partitions are added once assigned, and removed once their records are written and
+//! committed, just before they are given up), so the answer is right at every moment.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+/// The `/assignments` answer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AssignmentReport {
+    pub slot: String,
+    pub group: String,
+    /// The group member id the broker gave this replica ("" until it is known).
+    pub member_id: String,
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+#[derive(Debug)]
+pub struct Assignments {
+    slot: String,
+    group: String,
+    topic: String,
+    state: Mutex<Ownership>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Ownership {
+    member_id: String,
+    partitions: BTreeSet<i32>,
+}
+
+impl Assignments {
+    pub fn new(slot: &str, group: &str, topic: &str) -> Self {
+        Self {
+            slot: slot.to_owned(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            state: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Ownership> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the number of partitions owned afterwards.
+    pub fn add(&self, partitions: &[i32]) -> usize {
+        let mut state = self.state();
+        state.partitions.extend(partitions);
+        self.changed.notify_one();
+        state.partitions.len()
+    }
+
+    /// Returns the number of partitions owned afterwards.
+    pub fn remove(&self, partitions: &[i32]) -> usize {
+        let mut state = self.state();
+        for p in partitions {
+            state.partitions.remove(p);
+        }
+        self.changed.notify_one();
+        state.partitions.len()
+    }
+
+    pub fn partitions(&self) -> Vec<i32> {
+        self.state().partitions.iter().copied().collect()
+    }
+
+    pub fn set_member_id(&self, member_id: &str) {
+        let mut state = self.state();
+        if state.member_id != member_id {
+            tracing::info!(member_id, "group member id");
+            member_id.clone_into(&mut state.member_id);
+        }
+    }
+
+    pub fn member_id(&self) -> String {
+        self.state().member_id.clone()
+    }
+
+    /// Resolves after the next change of the partitions.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub fn report(&self) -> AssignmentReport {
+        let state = self.state();
+        AssignmentReport {
+            slot: self.slot.clone(),
+            group: self.group.clone(),
+            member_id: state.member_id.clone(),
+            topic: self.topic.clone(),
+            partitions: state.partitions.iter().copied().collect(),
+        }
+    }
+}
+
+/// `GET /assignments`.
+pub fn router(assignments: Arc<Assignments>) -> Router {
+    Router::new()
+        .route("/assignments", get(report))
+        .with_state(assignments)
+}
+
+async fn report(State(assignments): State<Arc<Assignments>>) -> Json<AssignmentReport> {
+    Json(assignments.report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_changes_keep_a_sorted_set() {
+        let a = Assignments::new("consumer_2", "g", "t");
+        assert_eq!(a.add(&[5, 4]), 2);
+        assert_eq!(a.add(&[9]), 3);
+        assert_eq!(a.remove(&[4, 7]), 2);
+        a.set_member_id("m-1");
+        let report = a.report();
+        assert_eq!(report.partitions, [5, 9]);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"slot": "consumer_2", "group": "g", "member_id": "m-1", "topic": "t", "partitions": [5, 9]})
+        );
+    }
+}

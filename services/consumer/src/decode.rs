@@ -1,0 +1,200 @@
+//! Turns a Kafka record value (Confluent wire format) into a [`Product`], telling poison pills
+//! (that will never decode) from a registry that is only unreachable for now (retry later).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use common::avro::{decode_product, is_product_schema, product_schema, unframe, CodecError};
+use common::product::Product;
+use common::registry::{RegistryClient, RegistryError};
+use tokio::runtime::Handle;
+
+use crate::transform::TransformError;
+
+/// Why a record is a poison pill (the `reason` label of `consumer_dlq_records_total` and the
+/// `dlq.error.reason` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoisonReason {
+    /// No value, or not the Confluent wire format (magic byte 0 + 4-byte schema id).
+    WireFormat,
+    /// The registry does not know the schema id (or holds an unparsable schema under it).
+    UnknownSchema,
+    /// The Avro datum does not decode with its writer schema into a product.
+    Decode,
+    /// The product cannot be transformed (e.g. the price is not a finite number).
+    Transform,
+}
+
+impl PoisonReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WireFormat => "wire_format",
+            Self::UnknownSchema => "unknown_schema",
+            Self::Decode => "decode",
+            Self::Transform => "transform",
+        }
+    }
+}
+
+/// A record that will never be processed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub reason: PoisonReason,
+    pub message: String,
+}
+
+impl Poison {
+    pub fn new(reason: PoisonReason, error: impl std::fmt::Display) -> Self {
+        Self {
+            reason,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<TransformError> for Poison {
+    fn from(e: TransformError) -> Self {
+        Self::new(PoisonReason::Transform, e)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("poison pill ({}): {}", .0.reason.as_str(), .0.message)]
+    Poison(Poison),
+    /// Not the record's fault: retry later, never dead-letter.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(RegistryError),
+}
+
+/// Decodes values, fetching writer schemas by id from the registry (kept here once fetched:
+/// schema ids are immutable).
+pub struct Decoder {
+    registry: Arc<RegistryClient>,
+    runtime: Handle,
+    schemas: HashMap<u32, WriterSchema>,
+}
+
+/// A writer schema, or our own product schema (decoded without schema resolution).
+#[derive(Clone)]
+enum WriterSchema {
+    Ours,
+    Other(Arc<Schema>),
+}
+
+impl WriterSchema {
+    fn get(&self) -> &Schema {
+        match self {
+            Self::Ours => product_schema(),
+            Self::Other(schema) => schema,
+        }
+    }
+}
+
+impl Decoder {
+    /// `runtime` runs the registry requests; `decode` must be called outside of it (it blocks).
+    pub fn new(registry: Arc<RegistryClient>, runtime: Handle) -> Self {
+        Self {
+            registry,
+            runtime,
+            schemas: HashMap::new(),
+        }
+    }
+
+    pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Product, DecodeError> {
+        let poison = |reason, e: CodecError| DecodeError::Poison(Poison::new(reason, e));
+        let Some(value) = value else {
+            return Err(DecodeError::Poison(Poison::new(
+                PoisonReason::WireFormat,
+                "record has no value",
+            )));
+        };
+        let (schema_id, datum) = unframe(value).map_err(|e| poison(PoisonReason::WireFormat, e))?;
+        let schema = self.writer_schema(schema_id)?;
+        decode_product(schema.get(), datum).map_err(|e| poison(PoisonReason::Decode, e))
+    }
+
+    fn writer_schema(&mut self, id: u32) -> Result<WriterSchema, DecodeError> {
+        if let Some(schema) = self.schemas.get(&id) {
+            return Ok(schema.clone());
+        }
+        let registry = Arc::clone(&self.registry);
+        match self
+            .runtime
+            .block_on(async move { registry.schema(id).await })
+        {
+            Ok(schema) => {
+                let schema = if is_product_schema(&schema) {
+                    WriterSchema::Ours
+                } else {
+                    WriterSchema::Other(schema)
+                };
+                self.schemas.insert(id, schema.clone());
+                Ok(schema)
+            }
+            Err(e) if is_unknown_schema(&e) => Err(DecodeError::Poison(Poison::new(
+                PoisonReason::UnknownSchema,
+                format!("writer schema id {id}: {e}"),
+            ))),
+            Err(e) => Err(DecodeError::RegistryUnavailable(e)),
+        }
+    }
+}
+
+/// The registry answered, and the answer is that this id has no (usable) schema. Other errors
+/// (network, 5xx, 401/403 from wrong credentials) are the registry's problem, not the record's.
+fn is_unknown_schema(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Rejected {
+            status, error_code, ..
+        } => *status == 404 || *error_code == Some(40403),
+        RegistryError::InvalidSchema { .. } => true,
+        RegistryError::Unreachable { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_not_found_and_invalid_schemas_are_the_records_fault() {
+        let rejected = |status, error_code| RegistryError::Rejected {
+            status,
+            error_code,
+            message: String::new(),
+            what: String::new(),
+        };
+        assert!(is_unknown_schema(&rejected(404, Some(40403))));
+        assert!(!is_unknown_schema(&rejected(401, None)));
+        assert!(!is_unknown_schema(&rejected(500, Some(50001))));
+        let invalid = apache_avro::Schema::parse_str("{").unwrap_err();
+        assert!(is_unknown_schema(&RegistryError::InvalidSchema {
+            id: 1,
+            source: invalid
+        }));
+    }
+
+    #[test]
+    fn garbage_is_a_wire_format_poison_pill_without_asking_the_registry() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // Nothing listens on port 9 (discard): a registry call would fail as unavailable.
+        let registry = Arc::new(RegistryClient::new(common::registry::RegistryConfig::new(
+            "http://127.0.0.1:9",
+        )));
+        let mut decoder = Decoder::new(registry, runtime.handle().clone());
+        for value in [None, Some(&b"{\"id\": 1}"[..]), Some(&[0u8, 1][..])] {
+            match decoder.decode(value) {
+                Err(DecodeError::Poison(p)) => {
+                    assert_eq!(p.reason, PoisonReason::WireFormat, "{value:?}")
+                }
+                other => panic!("expected a wire-format poison pill for {value:?}, got {other:?}"),
+            }
+        }
+        match decoder.decode(Some(&[0, 0, 0, 0, 1, 2][..])) {
+            Err(DecodeError::RegistryUnavailable(_)) => {}
+            other => panic!("an unreachable registry is not a poison pill: {other:?}"),
+        }
+    }
+}

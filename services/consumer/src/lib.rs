@@ -1,0 +1,29 @@
+//! The consumer service: one member of the consumer group that reads product updates (Avro in
+//! the Confluent wire format), transforms them and appends them durably to its own JSON log
+//! `CONSUMER_LOGS_DIR/consumer_N/consumer_log.json`.
+//!
+//! - [`config`]: environment variables and defaults.
+//! - [`slot`]: claiming `consumer_N` with a lock file (also the static `group.instance.id`).
+//! - [`decode`], [`transform`]: wire format → product → log record (pure transform).
+//! - [`sink`]: where records go ([`sink::json_log`] now); offsets are stored with the data.
+//! - [`pipeline`]: batching, dead-lettering, flush (write, fsync, checkpoint) then commit.
+//! - [`writer`]: the thread that writes and fsyncs one batch while the next is being read.
+//! - [`group`]: the Kafka consumer, rebalance handling, the poll loop.
+//! - [`startup`]: [`Application`] (build, then run until shutdown) and HTTP
+//!   (`/health`, `/ready`, `/metrics`, `/assignments`).
+
+pub mod assignments;
+pub mod config;
+pub mod decode;
+pub mod dlq;
+pub mod group;
+pub mod metrics;
+pub mod pipeline;
+pub mod sink;
+pub mod slot;
+pub mod startup;
+pub mod transform;
+pub mod writer;
+
+pub use config::Config;
+pub use startup::{Application, RunError, StartupError};

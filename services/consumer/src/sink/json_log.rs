@@ -1,0 +1,566 @@
+//! The JSON-log sink: one JSON object per line in `CONSUMER_LOGS_DIR/consumer_N/consumer_log.json`,
+//! with the sink's own record of how far each partition got ("offsets stored with the sink", as
+//! Kafka Connect's exactly-once file sinks do).
+//!
+//! Files of slot `consumer_N`:
+//! - `consumer_log.json`: append-only. Each batch is written with one `write`, then `fdatasync`.
+//! - `consumer_log.checkpoint.json`: `{"log_bytes": L, "next_offsets": {"topic": {"3": 120}}}`,
+//!   replaced atomically (temp file + rename) after every fsync'd batch. `log_bytes` is the log
+//!   length the checkpoint covers; `next_offsets` holds, for every partition this slot ever
+//!   handled, the offset after the last record it made durable or dead-lettered.
+//!
+//! Where a new owner of a partition resumes ([`Sink::resume_positions`]): all slots share
+//! `CONSUMER_LOGS_DIR`, so it reads every slot's checkpoint and the complete lines of every log
+//! *after* the checkpointed length (a replica killed between its fsync and its checkpoint leaves
+//! such lines), and takes the highest next offset found. The consumer then starts from that or
+//! the committed offset, whichever is further. The checkpoint is only an index that bounds the
+//! scan: the log lines themselves carry `topic`, `partition` and `offset`, so a missing or corrupt
+//! checkpoint (it is not fsync'd) just means scanning the whole log. Before trusting another
+//! slot's log, the reader fsyncs it, so a line it skips is durable.
+//!
+//! A replica killed in the middle of a write can leave a partial last line; it is not counted as
+//! written (it is not complete), and the slot's next owner truncates it before appending.
+//!
+//! One `CONSUMER_LOGS_DIR` belongs to one consumer group. Deleting a log means deleting its whole
+//! slot directory (checkpoint included). Recreating a topic under the same name (offsets restart
+//! at 0) needs fresh slot directories too.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
+use crate::slot::Slot;
+
+pub const LOG_FILE: &str = "consumer_log.json";
+pub const CHECKPOINT_FILE: &str = "consumer_log.checkpoint.json";
+const CHECKPOINT_TEMP_FILE: &str = ".consumer_log.checkpoint.json.tmp";
+
+/// One line of the log.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LogLine<'a> {
+    pub id: i32,
+    pub name: &'a str,
+    pub category: Option<&'a str>,
+    pub price: f64,
+    pub last_updated: &'a str,
+    pub discount_price: Option<f64>,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// RFC 3339, UTC, microseconds: `2024-05-01T10:00:00.123456Z`.
+    pub written_at: &'a str,
+}
+
+impl<'a> LogLine<'a> {
+    pub fn new(topic: &'a str, record: &'a SinkRecord, written_at: &'a str) -> Self {
+        let p = &record.product;
+        Self {
+            id: p.id,
+            name: &p.name,
+            category: p.category.as_deref(),
+            price: p.price,
+            last_updated: &p.last_updated,
+            discount_price: p.discount_price,
+            topic,
+            partition: record.partition,
+            offset: record.offset,
+            written_at,
+        }
+    }
+}
+
+/// The `written_at` text of a log line.
+pub fn format_written_at(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Appends `line` and a newline to `buf`.
+pub fn append_line(buf: &mut Vec<u8>, line: &LogLine<'_>) {
+    serde_json::to_writer(&mut *buf, line)
+        .expect("a log line always serializes (finite numbers, string keys)");
+    buf.push(b'\n');
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Checkpoint {
+    log_bytes: u64,
+    next_offsets: BTreeMap<String, Positions>,
+}
+
+impl Checkpoint {
+    fn merge(&mut self, topic: &str, positions: &Positions) {
+        let known = self.next_offsets.entry(topic.to_owned()).or_default();
+        for (&partition, &next) in positions {
+            let entry = known.entry(partition).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+}
+
+/// The fields of a log line that say where it came from.
+#[derive(Deserialize)]
+struct LinePosition {
+    topic: Option<String>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+}
+
+/// What the complete lines of a log past some byte offset say.
+#[derive(Debug, Default)]
+struct TailScan {
+    /// Length of the log up to the end of its last complete line.
+    complete_len: u64,
+    /// Length of the file (longer than `complete_len` when a partial line ends it).
+    file_len: u64,
+    next_offsets: BTreeMap<String, Positions>,
+}
+
+/// The JSON-log sink of one slot.
+pub struct JsonLogSink {
+    logs_root: PathBuf,
+    dir: PathBuf,
+    topic: String,
+    log: File,
+    log_path: PathBuf,
+    log_len: u64,
+    checkpoint: Checkpoint,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for JsonLogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLogSink")
+            .field("log_path", &self.log_path)
+            .field("log_len", &self.log_len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl JsonLogSink {
+    /// Opens (or creates) the log of the slot in `slot_dir` (a directory under `logs_root`) for
+    /// records of `topic`. Repairs what a crash may have left: a partial last line is removed,
+    /// and complete lines past the checkpoint are taken into it.
+    pub fn open(logs_root: &Path, slot_dir: &Path, topic: &str) -> Result<Self, SinkError> {
+        let log_path = slot_dir.join(LOG_FILE);
+        let existed = log_path.exists();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error("open", &log_path))?;
+        if !existed {
+            sync_dir(slot_dir)?;
+        }
+        log.sync_data().map_err(io_error("fsync", &log_path))?;
+
+        let mut checkpoint = read_checkpoint(slot_dir);
+        let scan = scan_tail(&log_path, checkpoint.log_bytes)?;
+        if scan.file_len > scan.complete_len {
+            tracing::warn!(
+                log = %log_path.display(),
+                bytes = scan.file_len - scan.complete_len,
+                "removing a partial last line left by an interrupted write"
+            );
+            log.set_len(scan.complete_len)
+                .map_err(io_error("truncate", &log_path))?;
+            log.sync_data().map_err(io_error("fsync", &log_path))?;
+        }
+        for (scanned_topic, positions) in &scan.next_offsets {
+            checkpoint.merge(scanned_topic, positions);
+        }
+        checkpoint.log_bytes = scan.complete_len;
+        let sink = Self {
+            logs_root: logs_root.to_owned(),
+            dir: slot_dir.to_owned(),
+            topic: topic.to_owned(),
+            log,
+            log_path,
+            log_len: scan.complete_len,
+            checkpoint,
+            buf: Vec::with_capacity(1 << 20),
+        };
+        sink.write_checkpoint()?;
+        Ok(sink)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    fn write_checkpoint(&self) -> Result<(), SinkError> {
+        let temp = self.dir.join(CHECKPOINT_TEMP_FILE);
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let bytes = serde_json::to_vec(&self.checkpoint).expect("checkpoint serializes");
+        std::fs::write(&temp, bytes).map_err(io_error("write", &temp))?;
+        std::fs::rename(&temp, &path).map_err(io_error("rename checkpoint to", &path))
+    }
+}
+
+impl Sink for JsonLogSink {
+    fn write(&mut self, batch: &SinkBatch<'_>) -> Result<(), SinkError> {
+        if !batch.records.is_empty() {
+            let written_at = format_written_at(batch.written_at);
+            self.buf.clear();
+            for record in batch.records {
+                append_line(
+                    &mut self.buf,
+                    &LogLine::new(&self.topic, record, &written_at),
+                );
+            }
+            self.log
+                .write_all(&self.buf)
+                .map_err(io_error("append to", &self.log_path))?;
+            self.log
+                .sync_data()
+                .map_err(io_error("fsync", &self.log_path))?;
+            self.log_len += self.buf.len() as u64;
+        }
+        self.checkpoint.merge(&self.topic, batch.next_offsets);
+        self.checkpoint.log_bytes = self.log_len;
+        self.write_checkpoint()
+    }
+
+    fn resume_positions(&self, partitions: &[i32]) -> Result<Positions, SinkError> {
+        let mut found = Positions::new();
+        let entries =
+            std::fs::read_dir(&self.logs_root).map_err(io_error("list", &self.logs_root))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", &self.logs_root))?;
+            let is_slot = entry.file_name().to_str().and_then(Slot::parse).is_some()
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_slot {
+                continue;
+            }
+            for (partition, next) in slot_positions(&entry.path(), &self.topic)? {
+                if partitions.contains(&partition) {
+                    let best = found.entry(partition).or_insert(next);
+                    *best = (*best).max(next);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Next offsets of `topic` in the slot directory `dir`: its checkpoint plus its log's complete
+/// lines past the checkpoint.
+fn slot_positions(dir: &Path, topic: &str) -> Result<Positions, SinkError> {
+    let log_path = dir.join(LOG_FILE);
+    let mut checkpoint = read_checkpoint(dir);
+    match File::open(&log_path) {
+        Ok(log) => {
+            // What we skip must be durable, not just in another process's page cache.
+            log.sync_data().map_err(io_error("fsync", &log_path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(checkpoint.next_offsets.remove(topic).unwrap_or_default());
+        }
+        Err(e) => return Err(io_error("open", &log_path)(e)),
+    }
+    let scan = scan_tail(&log_path, checkpoint.log_bytes)?;
+    for (scanned_topic, positions) in &scan.next_offsets {
+        checkpoint.merge(scanned_topic, positions);
+    }
+    Ok(checkpoint.next_offsets.remove(topic).unwrap_or_default())
+}
+
+/// The checkpoint in `dir`; missing or unreadable means "nothing checkpointed" (scan everything).
+fn read_checkpoint(dir: &Path) -> Checkpoint {
+    let path = dir.join(CHECKPOINT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(checkpoint = %path.display(), error = %e, "ignoring an unreadable checkpoint; scanning the whole log");
+            Checkpoint::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
+        Err(e) => {
+            tracing::warn!(checkpoint = %path.display(), error = %e, "cannot read checkpoint; scanning the whole log");
+            Checkpoint::default()
+        }
+    }
+}
+
+/// Reads the complete lines of the log at `path` from byte `from` on.
+fn scan_tail(path: &Path, from: u64) -> Result<TailScan, SinkError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TailScan::default()),
+        Err(e) => return Err(io_error("open", path)(e)),
+    };
+    let file_len = file.metadata().map_err(io_error("stat", path))?.len();
+    let start = if from <= file_len {
+        from
+    } else {
+        tracing::warn!(log = %path.display(), checkpointed = from, actual = file_len, "log is shorter than its checkpoint says; scanning it whole");
+        0
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    reader
+        .seek(SeekFrom::Start(start))
+        .map_err(io_error("seek in", path))?;
+    let mut scan = TailScan {
+        complete_len: start,
+        file_len,
+        next_offsets: BTreeMap::new(),
+    };
+    let mut line = Vec::with_capacity(512);
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error("read", path))?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break; // end of file, or a partial line a crash left behind
+        }
+        scan.complete_len += read as u64;
+        let Ok(position) = serde_json::from_slice::<LinePosition>(&line) else {
+            continue; // not one of our lines (e.g. written by the prototype); carries no offset
+        };
+        if let (Some(topic), Some(partition), Some(offset)) =
+            (position.topic, position.partition, position.offset)
+        {
+            let next = scan
+                .next_offsets
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+        }
+    }
+    Ok(scan)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::TransformedProduct;
+
+    fn record(
+        partition: i32,
+        offset: i64,
+        category: Option<&str>,
+        discount: Option<f64>,
+    ) -> SinkRecord {
+        SinkRecord {
+            partition,
+            offset,
+            product: TransformedProduct {
+                id: 7,
+                name: "Product \"7\"".into(),
+                category: category.map(str::to_owned),
+                price: 55.6,
+                last_updated: "2023-10-13 10:11:02".into(),
+                discount_price: discount,
+            },
+            changed_at: None,
+        }
+    }
+
+    fn written_at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-05-01T10:00:00.1234567Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_log_line_is_one_json_object_with_the_contract_fields() {
+        let mut buf = Vec::new();
+        let r = record(3, 42, Some("CAT_5"), Some(44.48));
+        append_line(
+            &mut buf,
+            &LogLine::new("product_updates", &r, &format_written_at(written_at())),
+        );
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"id":7,"name":"Product \"7\"","category":"CAT_5","price":55.6,"last_updated":"2023-10-13 10:11:02","#,
+                r#""discount_price":44.48,"topic":"product_updates","partition":3,"offset":42,"written_at":"2024-05-01T10:00:00.123456Z"}"#,
+                "\n"
+            )
+        );
+        // Absent values are explicit nulls, so every line has the same keys.
+        let mut buf = Vec::new();
+        let r = record(0, 1, None, None);
+        append_line(
+            &mut buf,
+            &LogLine::new("t", &r, "2024-05-01T10:00:00.000000Z"),
+        );
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["category"], serde_json::Value::Null);
+        assert_eq!(value["discount_price"], serde_json::Value::Null);
+        assert_eq!(value.as_object().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn written_at_is_rfc3339_utc_with_microseconds() {
+        let text = format_written_at(written_at());
+        assert_eq!(text, "2024-05-01T10:00:00.123456Z");
+        assert!(DateTime::parse_from_rfc3339(&text).is_ok());
+    }
+
+    #[test]
+    fn writes_append_lines_and_checkpoint_positions() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("consumer_1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        let records = [record(0, 5, None, None), record(1, 9, None, None)];
+        let next = Positions::from([(0, 6), (1, 10), (2, 4)]); // partition 2: dead-lettered only
+        sink.write(&SinkBatch {
+            records: &records,
+            next_offsets: &next,
+            written_at: written_at(),
+        })
+        .unwrap();
+        let logged = lines(sink.log_path());
+        assert_eq!(logged.len(), 2);
+        assert_eq!(
+            (
+                logged[1]["partition"].as_i64(),
+                logged[1]["offset"].as_i64()
+            ),
+            (Some(1), Some(9))
+        );
+
+        let checkpoint = read_checkpoint(&dir);
+        assert_eq!(
+            checkpoint.log_bytes,
+            std::fs::metadata(sink.log_path()).unwrap().len()
+        );
+        assert_eq!(checkpoint.next_offsets["t"], next);
+        assert_eq!(sink.resume_positions(&[0, 1, 2, 3]).unwrap(), next);
+        assert_eq!(
+            sink.resume_positions(&[1]).unwrap(),
+            Positions::from([(1, 10)])
+        );
+    }
+
+    #[test]
+    fn resume_positions_see_lines_a_killed_replica_wrote_after_its_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("consumer_1");
+        let alive = root.path().join("consumer_2");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&alive).unwrap();
+        let mut dead_sink = JsonLogSink::open(root.path(), &dead, "t").unwrap();
+        dead_sink
+            .write(&SinkBatch {
+                records: &[record(4, 10, None, None)],
+                next_offsets: &Positions::from([(4, 11)]),
+                written_at: written_at(),
+            })
+            .unwrap();
+        // Killed after fsync, before the checkpoint: two complete lines and half a third.
+        let mut tail = Vec::new();
+        append_line(
+            &mut tail,
+            &LogLine::new("t", &record(4, 11, None, None), "x"),
+        );
+        append_line(
+            &mut tail,
+            &LogLine::new("t", &record(4, 12, None, None), "x"),
+        );
+        append_line(
+            &mut tail,
+            &LogLine::new("other_topic", &record(4, 99, None, None), "x"),
+        );
+        let mut partial = Vec::new();
+        append_line(
+            &mut partial,
+            &LogLine::new("t", &record(4, 13, None, None), "x"),
+        );
+        tail.extend_from_slice(&partial[..partial.len() / 2]);
+        OpenOptions::new()
+            .append(true)
+            .open(dead.join(LOG_FILE))
+            .unwrap()
+            .write_all(&tail)
+            .unwrap();
+        drop(dead_sink);
+
+        let alive_sink = JsonLogSink::open(root.path(), &alive, "t").unwrap();
+        assert_eq!(
+            alive_sink.resume_positions(&[4, 5]).unwrap(),
+            Positions::from([(4, 13)]),
+            "offsets 11 and 12 are in the log; the half-written 13 is not"
+        );
+
+        // The dead slot's next owner removes the partial line and checkpoints what is there.
+        let reopened = JsonLogSink::open(root.path(), &dead, "t").unwrap();
+        let logged = lines(reopened.log_path());
+        assert_eq!(
+            logged
+                .iter()
+                .map(|l| l["offset"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+            [10, 11, 12, 99]
+        );
+        assert_eq!(
+            read_checkpoint(&dead).next_offsets["t"],
+            Positions::from([(4, 13)])
+        );
+        assert_eq!(
+            read_checkpoint(&dead).next_offsets["other_topic"],
+            Positions::from([(4, 100)])
+        );
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_means_scanning_the_whole_log() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("consumer_3");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        for offset in 0..3 {
+            sink.write(&SinkBatch {
+                records: &[record(2, offset, None, None)],
+                next_offsets: &Positions::from([(2, offset + 1)]),
+                written_at: written_at(),
+            })
+            .unwrap();
+        }
+        std::fs::write(dir.join(CHECKPOINT_FILE), b"{not json").unwrap();
+        assert_eq!(
+            sink.resume_positions(&[2]).unwrap(),
+            Positions::from([(2, 3)])
+        );
+        // Directories that are not slots are ignored.
+        std::fs::create_dir_all(root.path().join("stage")).unwrap();
+        assert_eq!(
+            sink.resume_positions(&[2]).unwrap(),
+            Positions::from([(2, 3)])
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Builds the application (slot, sink, dead-letter producer, Kafka consumer, HTTP listener) and
+//! runs it until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::config::TopicConfig;
+use common::http::{base_router, bind, serve, Readiness};
+use common::registry::RegistryClient;
+use common::CancellationToken;
+use tokio::net::TcpListener;
+
+use crate::assignments::{self, Assignments};
+use crate::config::Config;
+use crate::decode::Decoder;
+use crate::dlq::{DeadLetterQueue, DlqError};
+use crate::group::{self, GroupConsumer, GroupContext, GroupError, GroupSettings};
+use crate::metrics::ConsumerMetrics;
+use crate::pipeline::{FlushPolicy, Pipeline};
+use crate::sink::json_log::JsonLogSink;
+use crate::sink::SinkError;
+use crate::slot::{Slot, SlotError, SlotLease};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error("cannot open the log: {0}")]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    DeadLetter(#[from] DlqError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error("{0}")]
+    Http(#[from] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("the consumer thread panicked")]
+    Panicked,
+}
+
+pub struct Application {
+    config: Config,
+    lease: SlotLease,
+    log_path: PathBuf,
+    listener: TcpListener,
+    address: SocketAddr,
+    metrics_registry: prometheus::Registry,
+    readiness: Readiness,
+    assignments: Arc<Assignments>,
+    consumer: GroupConsumer,
+    client_id: String,
+}
+
+impl Application {
+    /// Claims a slot, opens its log, creates the dead-letter topic if missing, creates the Kafka
+    /// consumer and binds the HTTP listener (port 0 picks a free port). Call within a
+    /// multi-threaded Tokio runtime.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let lease = SlotLease::claim(&config.logs_dir, config.slot)?;
+        let slot = lease.slot();
+        let listener = bind(config.http_addr_for(slot)).await?;
+        let address = listener.local_addr()?;
+
+        let metrics_registry = common::metrics::new_registry();
+        let metrics = ConsumerMetrics::new(&metrics_registry);
+        let readiness = Readiness::default();
+        let runtime = tokio::runtime::Handle::current();
+
+        let sink = JsonLogSink::open(&config.logs_dir, lease.dir(), &config.topic)?;
+        let log_path = sink.log_path().to_owned();
+        readiness.set("log", true, log_path.display().to_string());
+
+        let dlq_topic = TopicConfig {
+            name: config.dlq_topic.clone(),
+            partitions: 1,
+        };
+        if let Err(e) =
+            common::kafka::ensure_topic(&config.kafka, &dlq_topic, config.dlq_replication_factor)
+                .await
+        {
+            tracing::warn!(topic = %config.dlq_topic, error = %e, "cannot check or create the dead-letter topic; poison pills will fail until it exists");
+        }
+        let dlq = DeadLetterQueue::new(&config.kafka, &config.dlq_topic, runtime.clone())?;
+        let registry =
+            Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
+        let pipeline = Pipeline::new(
+            &config.topic,
+            Decoder::new(registry, runtime),
+            Box::new(sink),
+            dlq,
+            metrics.clone(),
+            FlushPolicy {
+                max_records: config.flush_max_records,
+                interval: config.flush_interval,
+            },
+        );
+
+        let assignments = Arc::new(Assignments::new(&slot.name(), &config.group, &config.topic));
+        let context = GroupContext::new(
+            &config.topic,
+            pipeline,
+            Arc::clone(&assignments),
+            metrics,
+            readiness.clone(),
+        );
+        let client_id = group::unique_client_id(&slot.name());
+        let settings = GroupSettings {
+            group: config.group.clone(),
+            instance_id: config.static_membership.then(|| slot.name()),
+            client_id: client_id.clone(),
+            session_timeout: config.session_timeout,
+            debug: config.kafka_debug.clone(),
+        };
+        let consumer = group::create_consumer(
+            &group::consumer_config(config.kafka.client_config(), &settings),
+            context,
+        )?;
+        tracing::info!(
+            slot = %slot,
+            group = %config.group,
+            topic = %config.topic,
+            log = %log_path.display(),
+            http = %address,
+            "consumer ready to join the group"
+        );
+        Ok(Self {
+            config,
+            lease,
+            log_path,
+            listener,
+            address,
+            metrics_registry,
+            readiness,
+            assignments,
+            consumer,
+            client_id,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn slot(&self) -> Slot {
+        self.lease.slot()
+    }
+
+    /// `CONSUMER_LOGS_DIR/consumer_N/consumer_log.json`.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
+    /// Consumes until `shutdown` is cancelled, then writes and commits what was read, leaves the
+    /// partitions, stops the HTTP server and releases the slot.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let Self {
+            config,
+            lease,
+            listener,
+            metrics_registry,
+            readiness,
+            assignments,
+            consumer,
+            client_id,
+            ..
+        } = self;
+        let router = base_router(metrics_registry, readiness)
+            .merge(assignments::router(Arc::clone(&assignments)));
+        let http_stop = CancellationToken::new();
+        let http = tokio::spawn(serve(listener, router, http_stop.clone()));
+        let member_tracker = tokio::spawn(group::track_member_id(
+            config.kafka.client_config(),
+            config.group.clone(),
+            client_id,
+            config.static_membership.then(|| lease.slot().name()),
+            assignments,
+            http_stop.clone(),
+        ));
+
+        let topic = config.topic.clone();
+        let leave_group = config.leave_group_on_shutdown;
+        let polled = tokio::task::spawn_blocking(move || {
+            let result = group::run_poll_loop(&consumer, &topic, leave_group, &shutdown);
+            drop(consumer); // closes the consumer: final revoke, nothing left to commit
+            result
+        })
+        .await;
+
+        http_stop.cancel();
+        let _ = member_tracker.await;
+        let served = http.await;
+        drop(lease);
+        tracing::info!("consumer stopped");
+        match polled {
+            Err(_) => Err(RunError::Panicked),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(())) => match served {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(RunError::Http(e)),
+                Err(_) => Err(RunError::Panicked),
+            },
+        }
+    }
+}

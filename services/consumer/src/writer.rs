@@ -1,0 +1,120 @@
+//! A background thread that makes batches durable ([`Sink::write`]: write + fsync + checkpoint),
+//! so the poll thread decodes the next batch while the previous one is being fsync'd. At most
+//! one batch is in flight; its offsets are committed by the poll thread only once the writer
+//! reports it durable.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::sink::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
+
+/// A batch to write.
+#[derive(Debug)]
+pub struct WriteJob {
+    pub records: Vec<SinkRecord>,
+    pub next_offsets: Positions,
+    pub written_at: DateTime<Utc>,
+}
+
+/// A batch after its write: the job back (to commit its offsets and reuse its buffer) and how
+/// the write went.
+#[derive(Debug)]
+pub struct WriteDone {
+    pub job: WriteJob,
+    pub result: Result<(), SinkError>,
+    pub duration: Duration,
+}
+
+/// The sink, shared between the writer thread and the poll thread (which asks it for resume
+/// positions on assignment; that waits for a write in progress).
+pub type SharedSink = Arc<Mutex<Box<dyn Sink>>>;
+
+pub fn lock(sink: &SharedSink) -> MutexGuard<'_, Box<dyn Sink>> {
+    sink.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct Writer {
+    jobs: Option<mpsc::Sender<WriteJob>>,
+    done: mpsc::Receiver<WriteDone>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: bool,
+}
+
+impl Writer {
+    pub fn spawn(sink: SharedSink) -> Self {
+        let (jobs, job_rx) = mpsc::channel::<WriteJob>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let started = Instant::now();
+                    let result = lock(&sink).write(&SinkBatch {
+                        records: &job.records,
+                        next_offsets: &job.next_offsets,
+                        written_at: job.written_at,
+                    });
+                    let done = WriteDone {
+                        job,
+                        result,
+                        duration: started.elapsed(),
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the log writer thread");
+        Self {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: false,
+        }
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Hands `job` to the writer thread. Call only when nothing is in flight.
+    pub fn submit(&mut self, job: WriteJob) {
+        assert!(!self.in_flight, "one batch in flight at a time");
+        self.jobs
+            .as_ref()
+            .expect("writer is running")
+            .send(job)
+            .expect("the log writer thread is alive while the writer exists");
+        self.in_flight = true;
+    }
+
+    /// The batch in flight once it is written: waits for it with `block`, else returns `None`
+    /// while it is still being written (or when nothing is in flight).
+    pub fn completed(&mut self, block: bool) -> Option<WriteDone> {
+        if !self.in_flight {
+            return None;
+        }
+        let done = if block {
+            self.done.recv().ok()
+        } else {
+            self.done.try_recv().ok()
+        };
+        if done.is_some() {
+            self.in_flight = false;
+        }
+        done
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take()); // ends the thread's loop once it finished its job
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Poison pills go to the dead-letter topic and the partition keeps flowing; a schema registry
+//! outage is not a poison pill (records wait and are written once it is back).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::avro::{encode_product, frame, PRODUCT_SCHEMA_JSON};
+use common::config::TopicConfig;
+use common::registry::{RegistryClient, RegistryConfig};
+use common::CancellationToken;
+use rdkafka::message::Headers;
+use rdkafka::Message;
+use support::{metric, Bed, LONG};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_pills_go_to_the_dead_letter_topic_and_the_partition_continues() {
+    let bed = Bed::new(3).await;
+    let good = |id| encode_product(bed.schema_id, &Bed::product(id)).unwrap();
+    let mut nan_price = Bed::product(3);
+    nan_price.price = f64::NAN;
+    let valid = good(9);
+    let pills: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "wire_format",
+            b"{\"id\": 1, \"name\": \"plain JSON\"}".to_vec(),
+        ),
+        ("unknown_schema", frame(9999, &valid[5..])),
+        ("decode", valid[..8].to_vec()),
+        (
+            "transform",
+            encode_product(bed.schema_id, &nan_price).unwrap(),
+        ),
+    ];
+    // All on one key, so on one partition, between two good records.
+    bed.produce_raw("same-key", &good(1)).await;
+    for (_, value) in &pills {
+        bed.produce_raw("same-key", value).await;
+    }
+    bed.produce_raw("same-key", &good(2)).await;
+
+    let app = bed.spawn_app().await;
+    bed.wait_for_ids(&[1, 2].into(), LONG).await;
+    let lines = bed.log_lines();
+    assert_eq!(
+        lines.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [1, 2],
+        "good records around the pills, in order"
+    );
+    assert_eq!(
+        lines[1].offset - lines[0].offset,
+        5,
+        "the four pills sit between them"
+    );
+
+    let dlq = TopicConfig {
+        name: format!("{}.dlq", bed.topic.name),
+        partitions: 1,
+    };
+    let dead = testkit::read_topic(&dlq, pills.len(), Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), pills.len(), "one dead letter per pill");
+    for (message, (reason, value)) in dead.iter().zip(&pills) {
+        assert_eq!(message.key(), Some(&b"same-key"[..]));
+        assert_eq!(message.payload(), Some(&value[..]), "original value kept");
+        let headers: BTreeMap<String, String> = message
+            .headers()
+            .expect("dead letters carry headers")
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["dlq.error.reason"], *reason);
+        assert!(!headers["dlq.error.message"].is_empty());
+        assert_eq!(headers["dlq.source.topic"], bed.topic.name);
+        assert_eq!(
+            headers["dlq.source.partition"],
+            lines[0].partition.to_string()
+        );
+        let offset: i64 = headers["dlq.source.offset"].parse().unwrap();
+        assert!(
+            offset > lines[0].offset && offset < lines[1].offset,
+            "{headers:?}"
+        );
+        let counted = metric(
+            app.port,
+            &format!("consumer_dlq_records_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert_eq!(counted, 1.0, "{reason}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
+    // A registry we can stop and start again on the same port, keeping its schemas.
+    let registry = dev_schema_registry::router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let registry_url = format!("http://{address}");
+    let up = CancellationToken::new();
+    let server = tokio::spawn(serve_until(listener, registry.clone(), up.clone()));
+    let bed = Bed::with_registry(2, registry_url.clone()).await;
+    RegistryClient::new(RegistryConfig::new(&registry_url))
+        .register("other-value", PRODUCT_SCHEMA_JSON)
+        .await
+        .unwrap();
+    up.cancel();
+    server.await.unwrap();
+
+    bed.produce_products(1..=20).await;
+    let app = bed.spawn_app().await;
+    testkit::wait_until(
+        LONG,
+        "the consumer retrying the unreachable registry",
+        || async {
+            let failures = metric(
+                app.port,
+                "schema_registry_requests_total{operation=\"get_schema\",outcome=\"error\"}",
+            )
+            .await;
+            (failures >= 3.0).then_some(())
+        },
+    )
+    .await;
+    assert!(metric(app.port, "consumer_schema_registry_retries_total").await >= 3.0);
+    assert_eq!(
+        metric(app.port, "consumer_dlq_records_total").await,
+        0.0,
+        "nothing dead-lettered"
+    );
+    assert!(
+        bed.log_lines().is_empty(),
+        "nothing written without the schema"
+    );
+
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let back = CancellationToken::new();
+    let server = tokio::spawn(serve_until(listener, registry, back.clone()));
+    bed.wait_for_ids(&(1..=20).collect(), LONG).await;
+    app.stop().await;
+    let lines = bed.log_lines();
+    assert_eq!(lines.len(), 20, "each record once");
+    back.cancel();
+    server.await.unwrap();
+}
+
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .unwrap();
+}

@@ -1,0 +1,66 @@
+//! The HTTP surface over real HTTP: health, readiness, assignments and the metrics a running
+//! consumer exports.
+
+mod support;
+
+use support::{metric, Bed, LONG};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_readiness_assignments_and_metrics() {
+    let bed = Bed::new(2).await;
+    bed.produce_products(1..=50).await;
+    let app = bed.spawn_app().await;
+    let base = format!("http://127.0.0.1:{}", app.port);
+
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let ready: serde_json::Value = testkit::wait_until(LONG, "/ready to answer 200", || async {
+        let response = reqwest::get(format!("{base}/ready")).await.ok()?;
+        (response.status() == 200).then_some(response.json().await.ok()?)
+    })
+    .await;
+    assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
+    assert_eq!(ready["checks"]["log"]["ok"], true, "{ready}");
+
+    bed.wait_for_ids(&(1..=50).collect(), LONG).await;
+    let assignment = support::assignment(app.port).await.unwrap();
+    assert_eq!(assignment.slot, "consumer_1");
+    assert_eq!(assignment.partitions, [0, 1]);
+
+    // consumer_lag needs librdkafka's statistics (every 2 s) to carry the watermarks.
+    testkit::wait_until(LONG, "consumer_lag samples", || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("consumer_lag{partition=\"0\"}").then_some(())
+    })
+    .await;
+    let written = metric(app.port, "consumer_records_written_total").await;
+    let consumed = metric(app.port, "consumer_records_consumed_total").await;
+    assert_eq!((written, consumed), (50.0, 50.0));
+    assert_eq!(
+        metric(app.port, "consumer_end_to_end_latency_seconds_count").await,
+        50.0
+    );
+    assert!(metric(app.port, "consumer_write_duration_seconds_count").await >= 1.0);
+    assert_eq!(metric(app.port, "consumer_assigned_partitions").await, 2.0);
+    assert!(metric(app.port, "consumer_rebalances_total").await >= 1.0);
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "consumer_commit_failures_total",
+        "consumer_schema_registry_retries_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    app.stop().await;
+}

@@ -1,0 +1,366 @@
+//! Helpers for the consumer's integration tests: a topic + registry + logs directory per test,
+//! consumers in-process ([`Application`]) or as the real binary, producing records, reading logs
+//! and HTTP endpoints.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use common::avro::{encode_product, PRODUCT_SCHEMA_JSON};
+use common::config::{Env, TopicConfig};
+use common::product::Product;
+use common::registry::{RegistryClient, RegistryConfig};
+use common::CancellationToken;
+use consumer::{Application, Config};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+
+/// Bound for group changes: tansu takes up to ~3 minutes to expire a departed static member.
+pub const LONG: Duration = Duration::from_secs(360);
+
+/// A topic, a dev registry with the product schema registered, a consumer group name and an
+/// empty logs directory: everything a group of consumers needs, fresh for one test.
+pub struct Bed {
+    pub topic: TopicConfig,
+    pub registry_url: String,
+    pub schema_id: u32,
+    pub group: String,
+    /// Removed at the end of a passing test; kept (and printed) when the test fails.
+    logs: Option<tempfile::TempDir>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(logs) = self.logs.take() {
+                eprintln!("test failed: logs kept in {}", logs.keep().display());
+            }
+        }
+    }
+}
+
+impl Bed {
+    pub async fn new(partitions: i32) -> Self {
+        let registry_url = testkit::spawn_registry().await;
+        Self::with_registry(partitions, registry_url).await
+    }
+
+    pub async fn with_registry(partitions: i32, registry_url: String) -> Self {
+        let topic = testkit::create_topic(partitions).await;
+        let schema_id = RegistryClient::new(RegistryConfig::new(&registry_url))
+            .register(&format!("{}-value", topic.name), PRODUCT_SCHEMA_JSON)
+            .await
+            .expect("register the product schema");
+        Self {
+            topic,
+            registry_url,
+            schema_id,
+            group: testkit::unique_name("ps_group"),
+            logs: Some(tempfile::tempdir().expect("logs dir")),
+        }
+    }
+
+    pub fn logs_dir(&self) -> &Path {
+        self.logs
+            .as_ref()
+            .expect("logs dir exists while the bed lives")
+            .path()
+    }
+
+    /// The consumer's environment (HTTP on an ephemeral port).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "KAFKA_BOOTSTRAP_SERVERS".into(),
+                testkit::kafka().bootstrap_servers,
+            ),
+            ("SCHEMA_REGISTRY_URL".into(), self.registry_url.clone()),
+            ("TOPIC".into(), self.topic.name.clone()),
+            ("CONSUMER_GROUP".into(), self.group.clone()),
+            (
+                "CONSUMER_LOGS_DIR".into(),
+                self.logs_dir().display().to_string(),
+            ),
+            ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ]
+    }
+
+    pub fn config(&self) -> Config {
+        let env = self.env();
+        Config::from_env(&Env::from_pairs(
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
+        .expect("test config")
+    }
+
+    /// Starts a consumer in this process.
+    pub async fn spawn_app(&self) -> TestApp {
+        TestApp::spawn(self.config()).await
+    }
+
+    /// Starts the real `consumer` binary with this bed's environment, listening on `port`; its
+    /// logs go to `CONSUMER_LOGS_DIR/<name>.stderr`.
+    pub fn spawn_binary(&self, name: &str, port: u16) -> Process {
+        self.spawn_binary_with(name, port, &[])
+    }
+
+    /// Like [`Bed::spawn_binary`], with extra environment variables.
+    pub fn spawn_binary_with(&self, name: &str, port: u16, extra: &[(&str, &str)]) -> Process {
+        let stderr = std::fs::File::create(self.logs_dir().join(format!("{name}.stderr")))
+            .expect("stderr file");
+        Command::new(env!("CARGO_BIN_EXE_consumer"))
+            .envs(self.env())
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map(Process)
+            .expect("start the consumer binary")
+    }
+
+    pub fn product(id: i32) -> Product {
+        let category = format!("Cat_{}", id % 10);
+        let time =
+            NaiveDateTime::parse_from_str("2024-05-01 10:00:00.000000", "%Y-%m-%d %H:%M:%S%.f")
+                .unwrap();
+        Product::new(
+            id,
+            format!("Product_{id}"),
+            Some(category),
+            10.0 + f64::from(id % 1000) * 0.25,
+            time,
+        )
+    }
+
+    /// Produces products with the given ids (key = id), waiting for every acknowledgement.
+    pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
+        let producer = producer();
+        let mut deliveries = Vec::new();
+        for id in ids {
+            let value = encode_product(self.schema_id, &Self::product(id)).expect("encode");
+            let key = id.to_string();
+            deliveries.push(
+                producer
+                    .send_result(FutureRecord::to(&self.topic.name).key(&key).payload(&value))
+                    .expect("enqueue"),
+            );
+            if deliveries.len() >= 5000 {
+                await_all(std::mem::take(&mut deliveries)).await;
+            }
+        }
+        await_all(deliveries).await;
+    }
+
+    /// Produces one raw record.
+    pub async fn produce_raw(&self, key: &str, value: &[u8]) {
+        let producer = producer();
+        await_all(vec![producer
+            .send_result(FutureRecord::to(&self.topic.name).key(key).payload(value))
+            .expect("enqueue")])
+        .await;
+    }
+
+    /// Every line of every slot's log.
+    pub fn log_lines(&self) -> Vec<LogLine> {
+        read_log_lines(self.logs_dir())
+    }
+
+    /// Waits until the logs hold every id of `ids`.
+    pub async fn wait_for_ids(&self, ids: &BTreeSet<i32>, timeout: Duration) {
+        testkit::wait_until(
+            timeout,
+            &format!("{} ids in the logs", ids.len()),
+            || async {
+                let seen: BTreeSet<i32> = self.log_lines().iter().map(|l| l.id).collect();
+                ids.is_subset(&seen).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+fn producer() -> FutureProducer {
+    testkit::kafka()
+        .client_config()
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("test producer")
+}
+
+async fn await_all(deliveries: Vec<rdkafka::producer::DeliveryFuture>) {
+    for delivery in futures::future::join_all(deliveries).await {
+        delivery
+            .expect("delivery future")
+            .expect("record acknowledged");
+    }
+}
+
+/// A child process that is killed if the test ends (or fails) while it still runs.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A log line, as tests read it back.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub id: i32,
+    pub name: String,
+    pub category: Option<String>,
+    pub price: f64,
+    pub last_updated: String,
+    pub discount_price: Option<f64>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub written_at: String,
+    #[serde(skip)]
+    pub slot: String,
+}
+
+pub fn read_log_lines(logs_dir: &Path) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(logs_dir) else {
+        return lines;
+    };
+    for entry in entries.flatten() {
+        let slot = entry.file_name().to_string_lossy().into_owned();
+        let path: PathBuf = entry.path().join("consumer_log.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            // A line being written right now may be incomplete: only complete lines count.
+            if let Ok(mut parsed) = serde_json::from_str::<LogLine>(line) {
+                parsed.slot.clone_from(&slot);
+                lines.push(parsed);
+            }
+        }
+    }
+    lines
+}
+
+/// Lines per id, for loss and duplicate checks.
+pub fn count_by_id(lines: &[LogLine]) -> HashMap<i32, usize> {
+    let mut counts = HashMap::new();
+    for line in lines {
+        *counts.entry(line.id).or_default() += 1;
+    }
+    counts
+}
+
+/// A consumer running in this process.
+pub struct TestApp {
+    pub port: u16,
+    pub slot: String,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), consumer::RunError>>,
+}
+
+impl TestApp {
+    pub async fn spawn(config: Config) -> Self {
+        let app = Application::build(config).await.expect("consumer builds");
+        let port = app.port();
+        let slot = app.slot().name();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            port,
+            slot,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful stop (as on SIGTERM).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("consumer task")
+            .expect("consumer stops cleanly");
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Assignment {
+    pub slot: String,
+    pub group: String,
+    pub member_id: String,
+    pub partitions: Vec<i32>,
+}
+
+pub async fn assignment(port: u16) -> Option<Assignment> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/assignments"))
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// Each port's partitions, when every port answers.
+pub async fn assignments(ports: &[u16]) -> Option<Vec<Assignment>> {
+    let mut all = Vec::new();
+    for &port in ports {
+        all.push(assignment(port).await?);
+    }
+    Some(all)
+}
+
+/// True when the assignments cover `0..partitions` exactly once.
+pub fn covers_exactly(assignments: &[Assignment], partitions: i32) -> bool {
+    let mut all: Vec<i32> = assignments
+        .iter()
+        .flat_map(|a| a.partitions.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all == (0..partitions).collect::<Vec<_>>()
+}
+
+/// The value of the metric sample `name{labels}` (exact text before the value), or 0 if absent.
+/// A bare `name` sums all of its label sets.
+pub async fn metric(port: u16, sample: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    metric_in(&text, sample)
+}
+
+pub fn metric_in(text: &str, sample: &str) -> f64 {
+    let any_labels = !sample.contains('{');
+    text.lines()
+        .filter_map(|line| line.strip_prefix(sample))
+        .filter_map(|rest| match rest.strip_prefix(' ') {
+            Some(value) => Some(value),
+            None if any_labels && rest.starts_with('{') => {
+                rest.split_once("} ").map(|(_, value)| value)
+            }
+            None => None,
+        })
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
