@@ -9,7 +9,7 @@
 #   4. cargo fmt --all --check
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo test --workspace
-#   7. with E2E_NATIVE=1: scripts/e2e-native.sh (the native run, end to end)
+#   7. scripts/e2e-native.sh: the native run (run-native.sh) end to end; E2E_NATIVE=0 skips it
 #
 # Prints how long each step took. Exits non-zero when any step fails; steps 3 to 7 all run even
 # when an earlier one of them failed, so one run shows every problem.
@@ -117,7 +117,7 @@ step "cargo fmt --all --check" cargo fmt --all --check || true
 step "cargo clippy --workspace --all-targets -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings || true
 step "cargo test --workspace" cargo test --workspace || true
-if [[ "${E2E_NATIVE:-0}" == 1 ]]; then
+if [[ "${E2E_NATIVE:-1}" != 0 ]]; then
     step "native end-to-end run (scripts/e2e-native.sh)" "$REPO_ROOT/scripts/e2e-native.sh" || true
 fi
 
