@@ -24,6 +24,9 @@ pub struct TransformedProduct {
     pub category: Option<String>,
     pub price: f64,
     pub last_updated: String,
+    /// The exact change time (µs since the Unix epoch, UTC) when the producer sent it; absent
+    /// in records of the original prototype.
+    pub last_updated_micros: Option<i64>,
     pub discount_price: Option<f64>,
 }
 
@@ -47,6 +50,7 @@ pub fn transform(product: Product) -> Result<TransformedProduct, TransformError>
         category: product.category.map(upper_case),
         price: product.price,
         last_updated: product.last_updated,
+        last_updated_micros: product.last_updated_micros,
         discount_price,
     })
 }

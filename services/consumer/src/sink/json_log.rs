@@ -48,6 +48,8 @@ pub struct LogLine<'a> {
     pub category: Option<&'a str>,
     pub price: f64,
     pub last_updated: &'a str,
+    /// Exact `last_updated` (µs since the Unix epoch, UTC); `null` for prototype records.
+    pub last_updated_micros: Option<i64>,
     pub discount_price: Option<f64>,
     pub topic: &'a str,
     pub partition: i32,
@@ -65,6 +67,7 @@ impl<'a> LogLine<'a> {
             category: p.category.as_deref(),
             price: p.price,
             last_updated: &p.last_updated,
+            last_updated_micros: p.last_updated_micros,
             discount_price: p.discount_price,
             topic,
             partition: record.partition,
@@ -373,6 +376,7 @@ mod tests {
                 category: category.map(str::to_owned),
                 price: 55.6,
                 last_updated: "2023-10-13 10:11:02".into(),
+                last_updated_micros: Some(1_697_191_862_250_000),
                 discount_price: discount,
             },
             changed_at: None,
@@ -406,7 +410,8 @@ mod tests {
             text,
             concat!(
                 r#"{"id":7,"name":"Product \"7\"","category":"CAT_5","price":55.6,"last_updated":"2023-10-13 10:11:02","#,
-                r#""discount_price":44.48,"topic":"product_updates","partition":3,"offset":42,"written_at":"2024-05-01T10:00:00.123456Z"}"#,
+                r#""last_updated_micros":1697191862250000,"discount_price":44.48,"topic":"product_updates","partition":3,"#,
+                r#""offset":42,"written_at":"2024-05-01T10:00:00.123456Z"}"#,
                 "\n"
             )
         );
@@ -420,7 +425,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(value["category"], serde_json::Value::Null);
         assert_eq!(value["discount_price"], serde_json::Value::Null);
-        assert_eq!(value.as_object().unwrap().len(), 10);
+        assert_eq!(value.as_object().unwrap().len(), 11);
     }
 
     #[test]
