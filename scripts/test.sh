@@ -117,6 +117,22 @@ step "cargo fmt --all --check" cargo fmt --all --check || true
 step "cargo clippy --workspace --all-targets -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings || true
 step "cargo test --workspace" cargo test --workspace || true
+
+# SIGKILL + restart in the same slot is timing-sensitive on tansu 0.6 (a crashed static member
+# can leave its group stuck in rebalance), so it runs on its own and gets one retry, reported.
+crash_restart_test() {
+    local attempt
+    for attempt in 1 2; do
+        if cargo test -p consumer --test crash -- --ignored --exact \
+            sigkill_mid_stream_then_restart_in_the_same_slot; then
+            ((attempt == 1)) || warn "crash restart test passed only on attempt $attempt"
+            return 0
+        fi
+        warn "crash restart test failed on attempt $attempt"
+    done
+    return 1
+}
+step "consumer SIGKILL + restart in the same slot (1 retry)" crash_restart_test || true
 if [[ "${E2E_NATIVE:-1}" != 0 ]]; then
     step "native end-to-end run (scripts/e2e-native.sh)" "$REPO_ROOT/scripts/e2e-native.sh" || true
 fi

@@ -267,7 +267,7 @@ pub struct TestApp {
     pub port: u16,
     pub slot: String,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), consumer::RunError>>,
+    task: Option<tokio::task::JoinHandle<Result<(), consumer::RunError>>>,
 }
 
 impl TestApp {
@@ -281,17 +281,25 @@ impl TestApp {
             port,
             slot,
             shutdown,
-            task,
+            task: Some(task),
         }
     }
 
     /// Graceful stop (as on SIGTERM).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        self.task
-            .await
+        let task = self.task.take().expect("not stopped yet");
+        task.await
             .expect("consumer task")
             .expect("consumer stops cleanly");
+    }
+}
+
+impl Drop for TestApp {
+    /// A failing test drops its apps without `stop`: stop their poll loops anyway, or the
+    /// runtime would wait for those blocking threads forever.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
