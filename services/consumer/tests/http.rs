@@ -39,9 +39,15 @@ async fn health_readiness_assignments_and_metrics() {
         text.contains("consumer_lag{partition=\"0\"}").then_some(())
     })
     .await;
-    let written = metric(app.port, "consumer_records_written_total").await;
-    let consumed = metric(app.port, "consumer_records_consumed_total").await;
-    assert_eq!((written, consumed), (50.0, 50.0));
+    // The writer thread reports a batch durable a moment after its lines are in the file.
+    testkit::wait_until(LONG, "50 records counted as written", || async {
+        (metric(app.port, "consumer_records_written_total").await == 50.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(app.port, "consumer_records_consumed_total").await,
+        50.0
+    );
     assert_eq!(
         metric(app.port, "consumer_end_to_end_latency_seconds_count").await,
         50.0
