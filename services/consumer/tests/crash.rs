@@ -89,7 +89,13 @@ async fn stop_gracefully(Process(child): &mut Process) {
 async fn two_replicas(bed: &Bed, extra: &[(&str, &str)]) -> ([Process; 2], [u16; 2]) {
     let ports = [free_port(), free_port()];
     let first = bed.spawn_binary_with("first", ports[0], extra);
-    testkit::wait_until(LONG, "the first consumer's HTTP", || assignment(ports[0])).await;
+    // consumer_1 forms the group alone first, so it is the group leader: tansu 0.6 never
+    // replaces a leader that died, and the tests kill consumer_2.
+    testkit::wait_until(LONG, "consumer_1 owning all ten partitions", || async {
+        let a = assignment(ports[0]).await?;
+        (a.partitions.len() == 10).then_some(())
+    })
+    .await;
     let second = bed.spawn_binary_with("second", ports[1], extra);
     let settled = testkit::wait_until(LONG, "two consumers sharing ten partitions", || async {
         let all = assignments(&ports).await?;
