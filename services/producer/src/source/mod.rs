@@ -38,9 +38,9 @@ pub enum HorizonBound {
     OpenTransaction,
     /// The window alone, because open transactions cannot be seen (missing privilege).
     WindowOnly,
-    /// The last safe horizon again: the list of open transactions was stale (another client
-    /// read `INNODB_TRX` within the last 100 ms), so it could not be trusted.
-    StaleTransactionList,
+    /// The last safe horizon again: the list of open transactions could not be trusted (the
+    /// server truncated it).
+    IncompleteTransactionList,
 }
 
 /// The rows of one read, in `(last_updated, id)` order.

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
@@ -11,40 +11,26 @@ use futures::FutureExt;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
-use sqlx::Connection;
+use sqlx::Row;
 
-use super::open_transactions::{OpenTransaction, Snapshot, TransactionBounds};
+use super::open_transactions::{parse_innodb_status, Listing, ListingError, TransactionBounds};
 use super::{Batch, HorizonBound, Source, SourceError, SourceRow};
 use crate::position::{read_horizon, Position};
 
-/// MySQL error 1227 (`ER_SPECIFIC_ACCESS_DENIED_ERROR`): e.g. reading `INNODB_TRX` without the
-/// `PROCESS` privilege.
+/// MySQL error 1227 (`ER_SPECIFIC_ACCESS_DENIED_ERROR`): e.g. `SHOW ENGINE INNODB STATUS` without
+/// the `PROCESS` privilege.
 const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
 
-/// A snapshot of the open transactions that may write, plus the reader's own (the freshness
-/// proof, see [`super::open_transactions`]) and the database clock, in one statement. The
-/// `LEFT JOIN` keeps one row even when nothing is listed. `trx_started` is in the server's system
-/// time zone, hence `CONVERT_TZ`. Read-only transactions and autocommit non-locking reads cannot
-/// write rows, so they do not hold capture back.
-const SNAPSHOT_SQL: &str = "\
-    SELECT n.db_now, CONNECTION_ID() AS own_connection_id, \
-           t.trx_mysql_thread_id AS connection_id, \
-           CONVERT_TZ(t.trx_started, 'SYSTEM', '+00:00') AS started \
-      FROM (SELECT UTC_TIMESTAMP(6) AS db_now) AS n \
-      LEFT JOIN information_schema.INNODB_TRX AS t \
-        ON t.trx_mysql_thread_id = CONNECTION_ID() \
-        OR (t.trx_is_read_only = 0 AND t.trx_autocommit_non_locking = 0)";
+/// The database clock and the reader's own connection, read just before each listing.
+const CLOCK_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id";
 
-/// InnoDB refreshes the `INNODB_TRX` cache only when it has not been read for 100 ms; reading
-/// it more often would keep it stale. Between snapshots the last horizon is reused.
-const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_millis(110);
+/// InnoDB's live transaction list is part of this output (see [`super::open_transactions`]).
+const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
-/// `last_updated >= ?` lets the `(last_updated, id)` index serve the range; the `OR` then skips
-/// the rows of the cursor's own timestamp up to its id.
 const READ_AFTER_SQL: &str = "\
     SELECT id, name, category, price, last_updated FROM product \
      WHERE last_updated >= ? AND last_updated < ? AND (last_updated > ? OR id > ?) \
@@ -77,21 +63,11 @@ impl From<ProductRow> for SourceRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct SnapshotRow {
-    db_now: NaiveDateTime,
-    own_connection_id: u64,
-    connection_id: Option<u64>,
-    started: Option<NaiveDateTime>,
-}
-
 /// What the horizon needs between reads.
 #[derive(Default)]
 struct HorizonState {
     bounds: TransactionBounds,
-    /// When the last snapshot was taken (fresh or not: any read delays the cache refresh).
-    last_snapshot_at: Option<Instant>,
-    /// The last horizon computed from a fresh snapshot; it stays safe forever.
+    /// The last horizon computed from a complete listing; it stays safe forever.
     last: Option<(NaiveDateTime, HorizonBound)>,
 }
 
@@ -123,7 +99,7 @@ pub fn connect_lazy(url: &str) -> Result<MySqlPool, SourceError> {
 pub struct MySqlSource {
     pool: MySqlPool,
     delay: Duration,
-    /// False once reading `INNODB_TRX` was refused: the horizon is then the window alone.
+    /// False once listing InnoDB's transactions was refused: the horizon is then the window alone.
     transactions_visible: Arc<AtomicBool>,
     horizon_state: Arc<Mutex<HorizonState>>,
 }
@@ -149,36 +125,34 @@ impl MySqlSource {
 
     async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
         if self.transactions_visible.load(Ordering::Relaxed) {
-            let reuse = {
-                let state = self.horizon_state.lock().expect("horizon state lock");
-                match (state.last_snapshot_at, state.last) {
-                    (Some(at), Some(last)) if at.elapsed() < MIN_SNAPSHOT_INTERVAL => Some(last),
-                    _ => None,
-                }
-            };
-            if let Some(last) = reuse {
-                return Ok(last);
-            }
-            match self.snapshot().await {
-                Ok(snapshot) => {
+            match self.listing().await {
+                Ok(listing) => {
                     let mut state = self.horizon_state.lock().expect("horizon state lock");
-                    state.last_snapshot_at = Some(Instant::now());
-                    let Some(snapshot) = snapshot else {
-                        // Stale cache (someone read it within the last 100 ms): keep the last
-                        // safe horizon, or read nothing yet.
-                        return Ok(state
-                            .last
-                            .map(|(horizon, _)| (horizon, HorizonBound::StaleTransactionList))
-                            .unwrap_or((NaiveDateTime::MIN, HorizonBound::StaleTransactionList)));
+                    let listing = match listing {
+                        Ok(listing) => listing,
+                        Err(e) => {
+                            // Transactions may be missing: keep the last safe horizon (or read
+                            // nothing yet), so capture slows down but never skips a row.
+                            tracing::debug!(error = %e, "cannot use the open-transaction list");
+                            return Ok(state
+                                .last
+                                .map(|(horizon, _)| {
+                                    (horizon, HorizonBound::IncompleteTransactionList)
+                                })
+                                .unwrap_or((
+                                    NaiveDateTime::MIN,
+                                    HorizonBound::IncompleteTransactionList,
+                                )));
+                        }
                     };
-                    let oldest = state.bounds.observe(&snapshot);
+                    let oldest = state.bounds.observe(&listing);
                     let bound = match oldest {
-                        Some(started) if started < snapshot.fresh_from => {
+                        Some(started) if started < listing.listed_after => {
                             HorizonBound::OpenTransaction
                         }
                         _ => HorizonBound::Window,
                     };
-                    let horizon = read_horizon(snapshot.fresh_from, oldest, self.delay);
+                    let horizon = read_horizon(listing.listed_after, oldest, self.delay);
                     // A horizon never has to move back (each one stays safe); keep the later.
                     let horizon = state.last.map_or(horizon, |(h, _)| h.max(horizon));
                     state.last = Some((horizon, bound));
@@ -189,7 +163,7 @@ impl MySqlSource {
                     tracing::warn!(
                         error = %e,
                         delay_ms = self.delay.as_millis(),
-                        "cannot read information_schema.INNODB_TRX (grant the PROCESS privilege to the \
+                        "cannot list InnoDB's open transactions (grant the PROCESS privilege to the \
                          producer's database user and restart); falling back to CAPTURE_DELAY_MS alone: \
                          a row whose transaction stays open longer than that can be missed"
                     );
@@ -204,36 +178,16 @@ impl MySqlSource {
         ))
     }
 
-    /// A snapshot of the open transactions, or `None` when it cannot be proven fresh (the
-    /// probe transaction opened just before is not listed: the cache predates it).
-    async fn snapshot(&self) -> Result<Option<Snapshot>, SourceError> {
+    /// The open transactions of the server (other than this connection's), listed after the
+    /// returned clock reading; the inner error says why a listing cannot be trusted.
+    async fn listing(&self) -> Result<Result<Listing, ListingError>, SourceError> {
         let mut conn = self.pool.acquire().await?;
-        let (fresh_from,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
-        // Dropping the transaction (also on error) rolls it back.
-        let mut probe = conn
-            .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await?;
-        let rows: Vec<SnapshotRow> = sqlx::query_as(SNAPSHOT_SQL).fetch_all(&mut *probe).await?;
-        probe.rollback().await?;
-        let mut fresh = false;
-        let mut open = Vec::with_capacity(rows.len());
-        for row in rows {
-            match (row.connection_id, row.started) {
-                (Some(id), _) if id == row.own_connection_id => fresh = true,
-                (Some(connection_id), Some(started)) => open.push(OpenTransaction {
-                    connection_id,
-                    started,
-                }),
-                // A start time the time-zone conversion cannot place: assume the worst.
-                (Some(connection_id), None) => open.push(OpenTransaction {
-                    connection_id,
-                    started: NaiveDateTime::MIN,
-                }),
-                (None, _) => {}
-            }
-            debug_assert!(row.db_now >= fresh_from);
-        }
-        Ok(fresh.then_some(Snapshot { fresh_from, open }))
+        let (listed_after, own_connection): (NaiveDateTime, u64) =
+            sqlx::query_as(CLOCK_SQL).fetch_one(&mut *conn).await?;
+        let row = sqlx::query(LISTING_SQL).fetch_one(&mut *conn).await?;
+        // Columns `Type`, `Name`, `Status` (by position: prepared, the names may be missing).
+        let status: String = row.try_get(2)?;
+        Ok(parse_innodb_status(&status, own_connection).map(|open| Listing { listed_after, open }))
     }
 
     async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
