@@ -10,7 +10,7 @@
 //! | `WATERMARK_PATH` | `time_track/last_read_timestamp.json` | durable capture position |
 //! | `BATCH_SIZE` | `5000` | rows per read |
 //! | `POLL_INTERVAL_MS` | `50` | pause between reads once caught up |
-//! | `CAPTURE_DELAY_MS` | `150` | safety margin below the read horizon |
+//! | `CAPTURE_DELAY_MS` | `50` | safety margin below the read horizon |
 //! | `KAFKA_COMPRESSION` | `none` | `none`, `gzip`, `snappy`, `lz4` or `zstd` |
 //! | `DEAD_LETTER_TOPIC` | unset (no dead-letter topic) | where rejected rows go, as JSON |
 //! | `HTTP_ADDR` | `127.0.0.1:9102` | `/health`, `/ready`, `/metrics` |
@@ -57,7 +57,7 @@ impl Config {
     pub const DEFAULT_WATERMARK_PATH: &'static str = "time_track/last_read_timestamp.json";
     pub const DEFAULT_BATCH_SIZE: u32 = 5000;
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
-    pub const DEFAULT_CAPTURE_DELAY: Duration = Duration::from_millis(150);
+    pub const DEFAULT_CAPTURE_DELAY: Duration = Duration::from_millis(50);
     pub const DEFAULT_REPLICATION_FACTOR: i32 = -1;
     pub const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:9102";
 
@@ -190,7 +190,7 @@ mod tests {
         );
         assert_eq!(config.batch_size, 5000);
         assert_eq!(config.poll_interval, Duration::from_millis(50));
-        assert_eq!(config.capture_delay, Duration::from_millis(150));
+        assert_eq!(config.capture_delay, Duration::from_millis(50));
         assert_eq!(config.compression, Compression::None);
         assert_eq!(config.dead_letter_topic, None);
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:9102");

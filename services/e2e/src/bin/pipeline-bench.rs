@@ -11,10 +11,12 @@
 //! Latency is measured on the records written during the measuring window only (after the seed
 //! and a 10 s warm-up), so start-up and the group's first rebalance are not counted.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use e2e::{get_json, read_logs, Pipeline};
+use rdkafka::Message;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -68,8 +70,24 @@ async fn main() -> anyhow::Result<()> {
     // Let the last changes of the window drain through.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
+    // When the producer handed each record to Kafka (its CreateTime), to split the latency into
+    // capture (change -> produced) and delivery (produced -> log line written).
+    let lines = read_logs(&pipeline.logs_dir());
+    let topic = common::config::TopicConfig {
+        name: pipeline.topic.clone(),
+        partitions: 10,
+    };
+    let produced_at: HashMap<(i32, i64), i64> =
+        testkit::read_topic(&topic, lines.len(), Duration::from_secs(60))
+            .await
+            .iter()
+            .filter_map(|m| Some(((m.partition(), m.offset()), m.timestamp().to_millis()?)))
+            .collect();
+
     let mut latencies = Vec::new();
-    for (_, line) in read_logs(&pipeline.logs_dir()) {
+    let mut capture = Vec::new();
+    let mut delivery = Vec::new();
+    for (_, line) in lines {
         let Some(changed) = line
             .last_updated_micros
             .and_then(DateTime::<Utc>::from_timestamp_micros)
@@ -81,6 +99,12 @@ async fn main() -> anyhow::Result<()> {
         }
         let written: DateTime<Utc> = line.written_at.parse()?;
         latencies.push((written - changed).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+        if let Some(&produced) = produced_at.get(&(line.partition, line.offset)) {
+            let written_ms = written.timestamp_micros() as f64 / 1000.0;
+            let changed_ms = changed.timestamp_micros() as f64 / 1000.0;
+            capture.push(produced as f64 - changed_ms);
+            delivery.push(written_ms - produced as f64);
+        }
     }
     pipeline.stop().await;
     anyhow::ensure!(
@@ -88,7 +112,9 @@ async fn main() -> anyhow::Result<()> {
         "no records were written during the measuring window"
     );
     latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    capture.sort_by(f64::total_cmp);
+    delivery.sort_by(f64::total_cmp);
+    let pick = |q: f64| quantile(&latencies, q);
     let window = (window_end - window_start).num_milliseconds() as f64 / 1000.0;
     println!(
         "pipeline-bench: {consumers} consumers, updater at {rate} changes/s, {window:.1} s window"
@@ -104,8 +130,24 @@ async fn main() -> anyhow::Result<()> {
         "  end-to-end latency max    : {:.1} ms",
         latencies[latencies.len() - 1]
     );
+    if !capture.is_empty() {
+        println!(
+            "  of which capture (change -> produced, Kafka CreateTime, ms resolution): p50 {:.1} ms, p99 {:.1} ms",
+            quantile(&capture, 0.5),
+            quantile(&capture, 0.99)
+        );
+        println!(
+            "  of which delivery (produced -> log line written):                     p50 {:.1} ms, p99 {:.1} ms",
+            quantile(&delivery, 0.5),
+            quantile(&delivery, 0.99)
+        );
+    }
     println!("  (several changes of one product between two captures reach the log once, as its latest state)");
     Ok(())
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {

@@ -12,10 +12,16 @@
 //! floors the horizon to the start of the current second whenever any transaction is open. So:
 //! a transaction listed now but not in the previous listing was not open when the previous listing
 //! was taken, which was after that listing's `listed_after`; it started after that, so its start
-//! is at least the previous `listed_after`. A connection listed again keeps the bound computed
-//! when its transaction was first seen (if it committed and opened another in between, the older,
-//! lower bound is kept: safe). Listings can be taken as often as reads happen, so under a steady
-//! write load a new transaction's bound is only one read period old.
+//! is at least the previous `listed_after`. Listings can be taken as often as reads happen, so
+//! under a steady write load a new transaction's bound is only one read period old.
+//!
+//! Telling a new transaction from one seen before: transactions are listed per connection. A
+//! transaction that has written has a read-write id (a number below the listing's `Trx id
+//! counter`) that it keeps until it ends; one that has not written yet shows a placeholder (an
+//! address in MariaDB, a large made-up number in MySQL) that the connection reuses. So a
+//! connection listed again holds a *new* transaction when it had a read-write id before and now
+//! shows another id; otherwise (same id, or a placeholder before) it may be the same transaction
+//! and keeps the bound computed when it was first seen (the lower one: safe).
 
 use std::collections::HashMap;
 
@@ -35,6 +41,8 @@ pub enum Holder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenTransaction {
     pub holder: Holder,
+    /// Its read-write transaction id, once it has written (`None`: a placeholder id).
+    pub rw_id: Option<u64>,
     /// `ACTIVE N sec`: whole seconds since it started, rounded by the server; `None` when the
     /// listing does not say (then nothing but the previous listing bounds its start).
     pub active_seconds: Option<u64>,
@@ -58,6 +66,7 @@ pub enum ListingError {
     Truncated,
 }
 
+const COUNTER: &str = "Trx id counter ";
 const LIST_START: &str = "LIST OF TRANSACTIONS FOR EACH SESSION:";
 const TRANSACTION_HEADER: &str = "---TRANSACTION ";
 
@@ -70,6 +79,18 @@ pub fn parse_innodb_status(
     let Some(start) = status.find(LIST_START) else {
         return Err(ListingError::NoTransactionList);
     };
+    // Ids at or above the counter are placeholders (MySQL prints made-up ones for transactions
+    // that have not written). Without a counter, no id is trusted as read-write.
+    let counter: u64 = status
+        .find(COUNTER)
+        .and_then(|at| {
+            let rest = &status[at + COUNTER.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
     let mut open = Vec::new();
     // (transaction id text, active seconds, connection), for the transaction being read.
     let mut current: Option<(String, Option<u64>, Option<u64>)> = None;
@@ -78,12 +99,14 @@ pub fn parse_innodb_status(
             if connection == Some(own_connection) {
                 return;
             }
+            let rw_id = id.parse::<u64>().ok().filter(|&n| n < counter);
             let holder = match connection {
                 Some(c) => Holder::Connection(c),
                 None => Holder::Transaction(id),
             };
             open.push(OpenTransaction {
                 holder,
+                rw_id,
                 active_seconds,
             });
         }
@@ -134,11 +157,18 @@ fn thread_id(line: &str) -> Option<u64> {
         .ok()
 }
 
+/// What is remembered of a holder's transaction.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    rw_id: Option<u64>,
+    bound: NaiveDateTime,
+}
+
 /// The bounds remembered between listings.
 #[derive(Debug, Default, Clone)]
 pub struct TransactionBounds {
     previous_listed_after: Option<NaiveDateTime>,
-    bounds: HashMap<Holder, NaiveDateTime>,
+    known: HashMap<Holder, Known>,
 }
 
 impl TransactionBounds {
@@ -146,27 +176,36 @@ impl TransactionBounds {
     /// (`None`: no transaction is open). Holders no longer listed are forgotten.
     pub fn observe(&mut self, listing: &Listing) -> Option<NaiveDateTime> {
         let previous = self.previous_listed_after;
-        let mut bounds = HashMap::with_capacity(listing.open.len());
+        let mut known = HashMap::with_capacity(listing.open.len());
         for trx in &listing.open {
-            let bound = self.bounds.get(&trx.holder).copied().unwrap_or_else(|| {
-                // `ACTIVE N sec` is rounded; one more second keeps the estimate below the start.
-                let by_age = trx.active_seconds.map_or(NaiveDateTime::MIN, |n| {
-                    let age = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2) + 1);
-                    listing
-                        .listed_after
-                        .checked_sub_signed(age)
-                        .unwrap_or(NaiveDateTime::MIN)
-                });
-                match previous {
-                    Some(p) => by_age.max(p),
-                    None => by_age,
-                }
+            // `ACTIVE N sec` is rounded; one more second keeps the estimate below the start.
+            let by_age = trx.active_seconds.map_or(NaiveDateTime::MIN, |n| {
+                let age = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2) + 1);
+                listing
+                    .listed_after
+                    .checked_sub_signed(age)
+                    .unwrap_or(NaiveDateTime::MIN)
             });
-            bounds.insert(trx.holder.clone(), bound);
+            let bound = match self.known.get(&trx.holder) {
+                // Maybe the transaction seen before: both bounds hold for it.
+                Some(seen) if seen.rw_id.is_none() || seen.rw_id == trx.rw_id => {
+                    seen.bound.max(by_age)
+                }
+                // New since the previous listing (the earlier one had a read-write id, which a
+                // transaction keeps until it ends, and this is another one).
+                _ => previous.map_or(by_age, |p| p.max(by_age)),
+            };
+            known.insert(
+                trx.holder.clone(),
+                Known {
+                    rw_id: trx.rw_id,
+                    bound,
+                },
+            );
         }
-        self.bounds = bounds;
+        self.known = known;
         self.previous_listed_after = Some(listing.listed_after);
-        self.bounds.values().min().copied()
+        self.known.values().map(|k| k.bound).min()
     }
 }
 
@@ -178,10 +217,20 @@ mod tests {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
     }
 
+    /// A transaction that has not written yet (placeholder id).
     fn trx(connection: u64, active_seconds: u64) -> OpenTransaction {
         OpenTransaction {
             holder: Holder::Connection(connection),
+            rw_id: None,
             active_seconds: Some(active_seconds),
+        }
+    }
+
+    /// A transaction that has written (read-write id).
+    fn rw(connection: u64, id: u64, active_seconds: u64) -> OpenTransaction {
+        OpenTransaction {
+            rw_id: Some(id),
+            ..trx(connection, active_seconds)
         }
     }
 
@@ -213,7 +262,7 @@ Trx read view will not see trx with id >= 19, sees < 19
 1 lock struct(s), heap size 1128, 0 row lock(s), undo log entries 1
 MariaDB thread id 10, OS thread handle 139734618113728, query id 18 localhost root User sleep
 SELECT SLEEP(3)
----TRANSACTION 25, ACTIVE 0 sec
+---TRANSACTION 18, ACTIVE 0 sec
 MariaDB thread id 7, OS thread handle 1, query id 3 localhost root
 --------
 FILE I/O
@@ -245,7 +294,7 @@ FILE I/O
     #[test]
     fn parses_mariadb_listings_without_the_readers_own_connection() {
         let open = parse_innodb_status(MARIADB, 7).unwrap();
-        assert_eq!(open, vec![trx(11, 2), trx(10, 2)]);
+        assert_eq!(open, vec![trx(11, 2), rw(10, 19, 2)]);
     }
 
     #[test]
@@ -254,9 +303,10 @@ FILE I/O
         assert_eq!(
             open,
             vec![
-                trx(9, 3),
+                rw(9, 5644, 3),
                 OpenTransaction {
                     holder: Holder::Transaction("5601".into()),
+                    rw_id: Some(5601),
                     active_seconds: Some(12),
                 }
             ]
@@ -290,6 +340,7 @@ FILE I/O
             open,
             vec![OpenTransaction {
                 holder: Holder::Connection(5),
+                rw_id: None,
                 active_seconds: None
             }]
         );
@@ -341,12 +392,46 @@ FILE I/O
         // Once it ends, it is forgotten and only the newer one counts.
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:05.320", &[trx(8, 0)])),
-            Some(t("2024-05-01 10:47:04.300")),
-            "transaction 8 was first seen at 10:47:05.300 aged 0 s: it started after 10:47:04.300"
+            Some(t("2024-05-01 10:47:04.320")),
+            "transaction 8 is listed aged 0 s at 10:47:05.320: it started after 10:47:04.320"
         );
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:05.340", &[])),
             None
+        );
+    }
+
+    #[test]
+    fn a_connection_listed_each_time_with_a_new_read_write_id_holds_a_new_transaction_each_time() {
+        // A busy writer connection: autocommit statements, one open at every listing.
+        let mut bounds = TransactionBounds::default();
+        bounds.observe(&listing("2024-05-01 10:47:04.000", &[rw(7, 100, 0)]));
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.020", &[rw(7, 101, 0)])),
+            Some(t("2024-05-01 10:47:04.000"))
+        );
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.040", &[rw(7, 102, 0)])),
+            Some(t("2024-05-01 10:47:04.020")),
+            "the bound follows the listings instead of sticking to the first transaction"
+        );
+    }
+
+    #[test]
+    fn a_transaction_that_starts_writing_keeps_its_first_bound() {
+        // A long statement listed before its first write (placeholder id), then with its
+        // read-write id: it may be the same transaction, whose rows are stamped at its start.
+        let mut bounds = TransactionBounds::default();
+        bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
+        bounds.observe(&listing("2024-05-01 10:47:04.020", &[trx(7, 0)]));
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.900", &[rw(7, 300, 0)])),
+            Some(t("2024-05-01 10:47:04.000"))
+        );
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.950", &[rw(7, 300, 0)])),
+            Some(t("2024-05-01 10:47:04.000")),
+            "same read-write id: same transaction"
         );
     }
 
