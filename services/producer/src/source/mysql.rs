@@ -1,4 +1,5 @@
-//! Capture from the MySQL/MariaDB `product` table.
+//! Capture from a MySQL/MariaDB table (`product` by default, see [`TableSpec`]). The id column
+//! must be an integer column (text ids are supported with PostgreSQL only).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolO
 use sqlx::Connection;
 
 use super::open_transactions::{OpenTransaction, Snapshot, TransactionBounds};
-use super::{Batch, HorizonBound, Source, SourceError, SourceRow};
-use crate::position::{read_horizon, Position};
+use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
+use crate::position::{read_horizon, Position, RowKey};
 
 /// MySQL error 1227 (`ER_SPECIFIC_ACCESS_DENIED_ERROR`): e.g. reading `INNODB_TRX` without the
 /// `PROCESS` privilege.
@@ -43,17 +44,93 @@ const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_millis(110);
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
-/// `last_updated >= ?` lets the `(last_updated, id)` index serve the range; the `OR` then skips
-/// the rows of the cursor's own timestamp up to its id.
-const READ_AFTER_SQL: &str = "\
-    SELECT id, name, category, price, last_updated FROM product \
-     WHERE last_updated >= ? AND last_updated < ? AND (last_updated > ? OR id > ?) \
-     ORDER BY last_updated, id LIMIT ?";
+/// The capture queries for one table, built once its columns are checked.
+#[derive(Debug)]
+struct Queries {
+    /// `(ts, id) > (?, ?)` below the horizon. `ts >= ?` lets the `(ts, id)` index serve the
+    /// range; the `OR` then skips the rows of the cursor's own timestamp up to its id.
+    after: String,
+    /// Rows stamped after `?` (a watermark holding only a timestamp) below the horizon.
+    after_timestamp: String,
+    /// Everything below the horizon.
+    from_start: String,
+}
 
-const READ_FROM_START_SQL: &str = "\
-    SELECT id, name, category, price, last_updated FROM product \
-     WHERE last_updated < ? \
-     ORDER BY last_updated, id LIMIT ?";
+impl Queries {
+    fn new(spec: &TableSpec) -> Self {
+        let q = |name: &str| format!("`{name}`");
+        let table = match &spec.schema {
+            Some(schema) => format!("{}.{}", q(schema), q(&spec.table)),
+            None => q(&spec.table),
+        };
+        let (id, ts) = (q(&spec.id_column), q(&spec.timestamp_column));
+        let select = format!(
+            "SELECT {id} AS id, `name` AS name, `category` AS category, `price` AS price, \
+             {ts} AS last_updated FROM {table}"
+        );
+        let order = format!("ORDER BY {ts}, {id} LIMIT ?");
+        Self {
+            after: format!(
+                "{select} WHERE {ts} >= ? AND {ts} < ? AND ({ts} > ? OR {id} > ?) {order}"
+            ),
+            after_timestamp: format!("{select} WHERE {ts} > ? AND {ts} < ? {order}"),
+            from_start: format!("{select} WHERE {ts} < ? {order}"),
+        }
+    }
+}
+
+/// The table's columns and their types (`information_schema.COLUMNS`); the default database
+/// when the spec names no schema.
+const COLUMNS_SQL: &str = "\
+    SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(DATA_TYPE AS CHAR) AS data_type, \
+           CAST(COLUMN_TYPE AS CHAR) AS column_type \
+      FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
+
+/// Checks the table's columns (the names are compared exactly) and builds its queries.
+fn check_columns(
+    spec: &TableSpec,
+    columns: &[(String, String, String)],
+) -> Result<Queries, SourceError> {
+    if columns.is_empty() {
+        return Err(SourceError::Table(format!(
+            "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
+             cannot see it"
+        )));
+    }
+    let find = |name: &str| columns.iter().find(|(n, _, _)| n == name);
+    super::missing_columns(spec, |name| find(name).is_some())?;
+    let (_, id_type, id_column_type) = find(&spec.id_column).expect("checked above");
+    let id_type = id_type.to_ascii_lowercase();
+    let unsigned_bigint =
+        id_type == "bigint" && id_column_type.to_ascii_lowercase().contains("unsigned");
+    if ![
+        "tinyint",
+        "smallint",
+        "mediumint",
+        "int",
+        "integer",
+        "bigint",
+    ]
+    .contains(&id_type.as_str())
+        || unsigned_bigint
+    {
+        return Err(SourceError::Table(format!(
+            "column {}.{} (SOURCE_ID_COLUMN) is {id_column_type}: MySQL/MariaDB capture needs a \
+             signed integer id column (text ids are supported with PostgreSQL)",
+            spec, spec.id_column
+        )));
+    }
+    let (_, ts_type, ts_column_type) = find(&spec.timestamp_column).expect("checked above");
+    if !["timestamp", "datetime"].contains(&ts_type.to_ascii_lowercase().as_str()) {
+        return Err(SourceError::Table(format!(
+            "column {}.{} (SOURCE_TIMESTAMP_COLUMN) is {ts_column_type}, not a TIMESTAMP or \
+             DATETIME column",
+            spec, spec.timestamp_column
+        )));
+    }
+    Ok(Queries::new(spec))
+}
 
 #[derive(sqlx::FromRow)]
 struct ProductRow {
@@ -67,7 +144,7 @@ struct ProductRow {
 impl From<ProductRow> for SourceRow {
     fn from(row: ProductRow) -> Self {
         Self {
-            id: row.id,
+            id: RowKey::Int(row.id),
             name: row.name,
             category: row.category,
             // DECIMAL(10,2) always converts; a failed conversion shows up as NaN and is rejected.
@@ -118,10 +195,13 @@ pub fn connect_lazy(url: &str) -> Result<MySqlPool, SourceError> {
     Ok(pool_options().connect_lazy_with(options))
 }
 
-/// The `product` table of a MySQL or MariaDB database.
+/// A table of a MySQL or MariaDB database.
 #[derive(Clone)]
 pub struct MySqlSource {
     pool: MySqlPool,
+    spec: Arc<TableSpec>,
+    /// Set by the first successful [`Source::inspect`].
+    queries: Arc<tokio::sync::OnceCell<Queries>>,
     delay: Duration,
     /// False once reading `INNODB_TRX` was refused: the horizon is then the window alone.
     transactions_visible: Arc<AtomicBool>,
@@ -129,9 +209,11 @@ pub struct MySqlSource {
 }
 
 impl MySqlSource {
-    pub fn new(pool: MySqlPool, capture_delay: Duration) -> Self {
+    pub fn new(pool: MySqlPool, spec: TableSpec, capture_delay: Duration) -> Self {
         Self {
             pool,
+            spec: Arc::new(spec),
+            queries: Arc::default(),
             delay: capture_delay,
             transactions_visible: Arc::new(AtomicBool::new(true)),
             horizon_state: Arc::default(),
@@ -236,26 +318,60 @@ impl MySqlSource {
         Ok(fresh.then_some(Snapshot { fresh_from, open }))
     }
 
+    async fn queries(&self) -> Result<&Queries, SourceError> {
+        self.queries
+            .get_or_try_init(|| async {
+                let columns: Vec<(String, String, String)> = sqlx::query_as(COLUMNS_SQL)
+                    .bind(self.spec.schema.as_deref())
+                    .bind(&self.spec.table)
+                    .fetch_all(&self.pool)
+                    .await?;
+                check_columns(&self.spec, &columns)
+            })
+            .await
+    }
+
     async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
+        let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon().await?;
         let horizon_utc = horizon.and_utc();
         let rows: Vec<ProductRow> = match after {
             None => {
-                sqlx::query_as(READ_FROM_START_SQL)
+                sqlx::query_as(&queries.from_start)
                     .bind(horizon_utc)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
-            Some(cursor) => {
-                let from = cursor.last_updated.and_utc();
-                sqlx::query_as(READ_AFTER_SQL)
+            Some(Position {
+                last_updated,
+                id: None,
+            }) => {
+                sqlx::query_as(&queries.after_timestamp)
+                    .bind(last_updated.and_utc())
+                    .bind(horizon_utc)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(Position {
+                last_updated,
+                id: Some(id),
+            }) => {
+                let RowKey::Int(id) = id else {
+                    return Err(SourceError::KeyKind {
+                        id,
+                        kind: IdKind::Int,
+                    });
+                };
+                let from = last_updated.and_utc();
+                sqlx::query_as(&queries.after)
                     .bind(from)
                     .bind(horizon_utc)
                     .bind(from)
-                    .bind(cursor.id)
+                    .bind(id)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
@@ -281,7 +397,16 @@ fn is_privilege_error(error: &sqlx::Error) -> bool {
 
 impl Source for MySqlSource {
     fn describe(&self) -> String {
-        "mysql product table".into()
+        format!("mysql table {}", self.spec)
+    }
+
+    fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>> {
+        let this = self.clone();
+        async move {
+            this.queries().await?;
+            Ok(IdKind::Int)
+        }
+        .boxed()
     }
 
     fn read_batch(

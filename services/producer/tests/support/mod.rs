@@ -142,10 +142,15 @@ pub struct Received {
 }
 
 impl Received {
+    /// The integer product id (the MySQL tests' tables have integer ids).
+    pub fn id(&self) -> i32 {
+        self.product.id.as_int().expect("an integer id")
+    }
+
     /// The row version it carries.
     pub fn version(&self) -> (i32, i64) {
         (
-            self.product.id,
+            self.id(),
             self.product.last_updated_micros.expect("exact timestamp"),
         )
     }
