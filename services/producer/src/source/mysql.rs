@@ -102,8 +102,8 @@ fn check_columns(
     super::missing_columns(spec, |name| find(name).is_some())?;
     let (_, id_type, id_column_type) = find(&spec.id_column).expect("checked above");
     let id_type = id_type.to_ascii_lowercase();
-    let unsigned_bigint =
-        id_type == "bigint" && id_column_type.to_ascii_lowercase().contains("unsigned");
+    // Read as a signed 64-bit integer: unsigned columns do not decode into it.
+    let unsigned = id_column_type.to_ascii_lowercase().contains("unsigned");
     if ![
         "tinyint",
         "smallint",
@@ -113,7 +113,7 @@ fn check_columns(
         "bigint",
     ]
     .contains(&id_type.as_str())
-        || unsigned_bigint
+        || unsigned
     {
         return Err(SourceError::Table(format!(
             "column {}.{} (SOURCE_ID_COLUMN) is {id_column_type}: MySQL/MariaDB capture needs a \
