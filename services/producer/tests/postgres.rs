@@ -341,7 +341,7 @@ async fn a_transaction_held_open_holds_capture_back_and_its_row_still_arrives() 
     assert_table_arrived_once(&mut conn, &received).await;
     assert_eq!(
         text_id(
-            &received
+            received
                 .iter()
                 .min_by_key(|r| r.product.last_updated_micros)
                 .unwrap()
