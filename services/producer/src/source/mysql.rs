@@ -427,3 +427,66 @@ impl Source for MySqlSource {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(n, t, c)| (n.to_string(), t.to_string(), c.to_string()))
+            .collect()
+    }
+
+    fn product() -> Vec<(String, String, String)> {
+        columns(&[
+            ("id", "int", "int(11)"),
+            ("name", "varchar", "varchar(255)"),
+            ("category", "varchar", "varchar(255)"),
+            ("price", "decimal", "decimal(10,2)"),
+            ("last_updated", "timestamp", "timestamp(6)"),
+        ])
+    }
+
+    #[test]
+    fn the_configured_names_are_quoted_into_the_queries() {
+        let spec = TableSpec::new("shop.items", "item_id", "changed_at").unwrap();
+        let mut cols = product();
+        cols[0].0 = "item_id".into();
+        cols[4].0 = "changed_at".into();
+        let q = check_columns(&spec, &cols).unwrap();
+        assert!(
+            q.after.contains("FROM `shop`.`items`")
+                && q.after.contains("(`changed_at` > ? OR `item_id` > ?)")
+                && q.after
+                    .ends_with("ORDER BY `changed_at`, `item_id` LIMIT ?"),
+            "{}",
+            q.after
+        );
+        let default = check_columns(&TableSpec::default(), &product()).unwrap();
+        assert!(
+            default.from_start.contains("`id` AS id"),
+            "{}",
+            default.from_start
+        );
+    }
+
+    #[test]
+    fn missing_columns_and_unusable_ids_are_named() {
+        let spec = TableSpec::default();
+        let err = check_columns(&spec, &[]).err().unwrap().to_string();
+        assert!(err.contains("table product (SOURCE_TABLE)"), "{err}");
+        let cols: Vec<_> = product().into_iter().filter(|c| c.0 != "id").collect();
+        let err = check_columns(&spec, &cols).err().unwrap().to_string();
+        assert!(err.contains("no column id (SOURCE_ID_COLUMN)"), "{err}");
+        for (data_type, column_type) in [("varchar", "varchar(50)"), ("int", "int(10) unsigned")] {
+            let mut cols = product();
+            cols[0] = ("id".into(), data_type.into(), column_type.into());
+            let err = check_columns(&spec, &cols).err().unwrap().to_string();
+            assert!(
+                err.contains("SOURCE_ID_COLUMN") && err.contains(column_type),
+                "{err}"
+            );
+        }
+    }
+}
