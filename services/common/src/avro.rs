@@ -6,10 +6,54 @@ use std::sync::OnceLock;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
-use crate::product::Product;
+use crate::product::{Product, ProductId};
 
 /// Our value schema (`schemas/product_value.avsc`), registered under `{topic}-value`.
 pub const PRODUCT_SCHEMA_JSON: &str = include_str!("../../../schemas/product_value.avsc");
+/// The value schema for tables with a text id (`schemas/product_value_text_id.avsc`): the same
+/// record with `id` a `string`.
+pub const PRODUCT_TEXT_ID_SCHEMA_JSON: &str =
+    include_str!("../../../schemas/product_value_text_id.avsc");
+
+/// Whether product ids are integers (Avro `int`) or text (Avro `string`); decides the value
+/// schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    Int,
+    Text,
+}
+
+impl IdKind {
+    pub fn of(id: &ProductId) -> Self {
+        match id {
+            ProductId::Int(_) => Self::Int,
+            ProductId::Text(_) => Self::Text,
+        }
+    }
+
+    /// The value schema's text, to register.
+    pub fn schema_json(self) -> &'static str {
+        match self {
+            Self::Int => PRODUCT_SCHEMA_JSON,
+            Self::Text => PRODUCT_TEXT_ID_SCHEMA_JSON,
+        }
+    }
+
+    /// The parsed value schema.
+    pub fn schema(self) -> &'static Schema {
+        match self {
+            Self::Int => product_schema(),
+            Self::Text => product_text_id_schema(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Int => "int",
+            Self::Text => "text",
+        }
+    }
+}
 
 const MAGIC_BYTE: u8 = 0;
 const HEADER_LEN: usize = 5;
@@ -36,6 +80,15 @@ pub fn product_schema() -> &'static Schema {
     })
 }
 
+/// The parsed text-id product schema.
+pub fn product_text_id_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        Schema::parse_str(PRODUCT_TEXT_ID_SCHEMA_JSON)
+            .expect("schemas/product_value_text_id.avsc is valid Avro")
+    })
+}
+
 /// Prefixes an Avro datum with the wire-format header.
 pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
@@ -57,9 +110,11 @@ pub fn unframe(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     Ok((id, &payload[HEADER_LEN..]))
 }
 
-/// Encodes `product` with our schema, framed with `schema_id` (the id the registry gave it).
+/// Encodes `product` with our schema for its kind of id ([`IdKind::schema`]), framed with
+/// `schema_id` (the id the registry gave that schema).
 pub fn encode_product(schema_id: u32, product: &Product) -> Result<Vec<u8>, CodecError> {
-    let datum = apache_avro::to_avro_datum(product_schema(), product_value(product))?;
+    let schema = IdKind::of(&product.id).schema();
+    let datum = apache_avro::to_avro_datum(schema, product_value(product))?;
     Ok(frame(schema_id, &datum))
 }
 
@@ -69,7 +124,13 @@ fn product_value(p: &Product) -> Value {
         Some(v) => Value::Union(1, Box::new(v)),
     };
     Value::Record(vec![
-        ("id".into(), Value::Int(p.id)),
+        (
+            "id".into(),
+            match &p.id {
+                ProductId::Int(id) => Value::Int(*id),
+                ProductId::Text(id) => Value::String(id.clone()),
+            },
+        ),
         ("name".into(), Value::String(p.name.clone())),
         (
             "category".into(),
@@ -87,12 +148,16 @@ fn product_value(p: &Product) -> Value {
 /// Encodes `product` exactly like [`encode_product`] (byte for byte), but writes the Avro binary
 /// form of our fixed schema directly instead of building and validating an Avro `Value` first:
 /// several times faster, for the producer's hot path. A test keeps both in step with
-/// `schemas/product_value.avsc`.
+/// `schemas/product_value.avsc` and `schemas/product_value_text_id.avsc` (the id is the only
+/// difference: a zig-zag `int` or a `string`).
 pub fn encode_product_fast(schema_id: u32, product: &Product) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 48 + product.name.len());
     out.push(MAGIC_BYTE);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    write_long(&mut out, i64::from(product.id));
+    match &product.id {
+        ProductId::Int(id) => write_long(&mut out, i64::from(*id)),
+        ProductId::Text(id) => write_string(&mut out, id),
+    }
     write_string(&mut out, &product.name);
     match &product.category {
         None => write_long(&mut out, 0),
@@ -130,27 +195,49 @@ fn write_string(out: &mut Vec<u8>, value: &str) {
 }
 
 /// Decodes an Avro datum written with `writer` (fetched from the registry by the id in the
-/// message) into a [`Product`], resolving it against our schema. Records of the original
-/// prototype's schema decode with `last_updated_micros = None`.
+/// message) into a [`Product`], resolving it against our schema with the same kind of id (an
+/// `int` or a `string` `id` field in `writer`). Records of the original prototype's schema
+/// decode with `last_updated_micros = None`.
 ///
-/// Passing [`product_schema()`] itself as `writer` (callers may, once they checked that the
-/// registry's schema has the same canonical form, see [`is_product_schema`]) skips schema
-/// resolution, which is most of the decoding time.
+/// Passing [`product_schema()`] or [`product_text_id_schema()`] itself as `writer` (callers may,
+/// once they checked that the registry's schema has the same canonical form, see
+/// [`own_schema`]) skips schema resolution, which is most of the decoding time.
 pub fn decode_product(writer: &Schema, mut datum: &[u8]) -> Result<Product, CodecError> {
     if std::ptr::eq(writer, product_schema()) {
-        return decode_own_datum(datum);
+        return decode_own_datum(datum, IdKind::Int);
     }
-    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(product_schema()))?;
+    if std::ptr::eq(writer, product_text_id_schema()) {
+        return decode_own_datum(datum, IdKind::Text);
+    }
+    let reader = writer_id_kind(writer).schema();
+    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(reader))?;
     product_from_value(value)
+}
+
+/// The kind of the `id` field of a writer schema: text when it is a `string`, else an integer
+/// (resolution against the int schema reports any other mismatch).
+fn writer_id_kind(writer: &Schema) -> IdKind {
+    let Schema::Record(record) = writer else {
+        return IdKind::Int;
+    };
+    match record.fields.iter().find(|f| f.name == "id") {
+        Some(field) if matches!(field.schema, Schema::String) => IdKind::Text,
+        _ => IdKind::Int,
+    }
 }
 
 /// Reads a datum written with our own schema directly (the mirror of [`encode_product_fast`]),
 /// without building an Avro `Value`: several times faster, for the consumer's hot path. Every
 /// byte must be consumed.
-fn decode_own_datum(datum: &[u8]) -> Result<Product, CodecError> {
+fn decode_own_datum(datum: &[u8], kind: IdKind) -> Result<Product, CodecError> {
     let mut input = datum;
-    let id = i32::try_from(read_long(&mut input)?)
-        .map_err(|_| CodecError::Shape("id does not fit an Avro int".into()))?;
+    let id = match kind {
+        IdKind::Int => ProductId::Int(
+            i32::try_from(read_long(&mut input)?)
+                .map_err(|_| CodecError::Shape("id does not fit an Avro int".into()))?,
+        ),
+        IdKind::Text => ProductId::Text(read_string(&mut input)?),
+    };
     let name = read_string(&mut input)?;
     let category = match read_long(&mut input)? {
         0 => None,
@@ -219,10 +306,31 @@ fn read_string(input: &mut &[u8]) -> Result<String, CodecError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| CodecError::Shape("string is not UTF-8".into()))
 }
 
-/// Whether `schema` is our product schema (same canonical form). Computing it is not cheap:
-/// do it once per schema id.
+/// Whether `schema` is one of our product schemas (int or text id; same canonical form).
+/// Computing it is not cheap: do it once per schema id.
 pub fn is_product_schema(schema: &Schema) -> bool {
-    schema.canonical_form() == product_schema().canonical_form()
+    own_schema(schema).is_some()
+}
+
+/// Our own schema ([`product_schema`] or [`product_text_id_schema`]) with the same canonical
+/// form as `schema`, if any: pass it to [`decode_product`] to decode without resolution.
+/// Computing it is not cheap: do it once per schema id.
+pub fn own_schema(schema: &Schema) -> Option<&'static Schema> {
+    static CANONICAL: OnceLock<[String; 2]> = OnceLock::new();
+    let [int, text] = CANONICAL.get_or_init(|| {
+        [
+            product_schema().canonical_form(),
+            product_text_id_schema().canonical_form(),
+        ]
+    });
+    let canonical = schema.canonical_form();
+    if canonical == *int {
+        Some(product_schema())
+    } else if canonical == *text {
+        Some(product_text_id_schema())
+    } else {
+        None
+    }
 }
 
 fn product_from_value(value: Value) -> Result<Product, CodecError> {
@@ -232,7 +340,7 @@ fn product_from_value(value: Value) -> Result<Product, CodecError> {
         )));
     };
     let mut product = Product {
-        id: 0,
+        id: ProductId::Int(0),
         name: String::new(),
         category: None,
         price: 0.0,
@@ -245,7 +353,8 @@ fn product_from_value(value: Value) -> Result<Product, CodecError> {
             other => other,
         };
         match (name.as_str(), value) {
-            ("id", Value::Int(v)) => product.id = v,
+            ("id", Value::Int(v)) => product.id = ProductId::Int(v),
+            ("id", Value::String(v)) => product.id = ProductId::Text(v),
             ("name", Value::String(v)) => product.name = v,
             ("category", Value::String(v)) => product.category = Some(v),
             ("category", Value::Null) => product.category = None,
@@ -356,13 +465,13 @@ mod tests {
         p.last_updated_micros = None;
         products.push(p);
         let mut p = sample();
-        p.id = i32::MIN;
+        p.id = ProductId::Int(i32::MIN);
         p.name = "Prodüct «ünïcode» ".repeat(20);
         p.price = -1.5e300;
         p.last_updated_micros = Some(i64::MIN);
         products.push(p);
         let mut p = sample();
-        p.id = i32::MAX;
+        p.id = ProductId::Int(i32::MAX);
         p.name = String::new();
         p.category = Some(String::new());
         p.price = f64::NAN;
@@ -370,7 +479,7 @@ mod tests {
         products.push(p);
         for id in [-300, -64, -63, 0, 63, 64, 8191, 8192, 1_000_000] {
             let mut p = sample();
-            p.id = id;
+            p.id = ProductId::Int(id);
             p.last_updated_micros = Some(i64::from(id) * 1_000_003);
             products.push(p);
         }
@@ -408,7 +517,7 @@ mod tests {
         let mut products = vec![sample()];
         for (i, name) in ["", "Straße – ünïcödé", "x"].into_iter().enumerate() {
             let mut p = sample();
-            p.id = [i32::MIN, -1, i32::MAX][i];
+            p.id = ProductId::Int([i32::MIN, -1, i32::MAX][i]);
             p.name = name.into();
             p.category = (i != 1).then(|| format!("Cat_{i}"));
             p.price = [-0.0, 1e300, f64::MIN_POSITIVE][i];
@@ -433,6 +542,83 @@ mod tests {
         extra.push(0);
         assert!(decode_product(product_schema(), &extra).is_err());
         assert!(decode_product(product_schema(), &[0xff; 11]).is_err());
+    }
+
+    fn text_sample() -> Product {
+        let mut p = sample();
+        p.id = ProductId::Text("P0001".into());
+        p
+    }
+
+    #[test]
+    fn text_ids_use_the_text_id_schema_and_round_trip() {
+        let product = text_sample();
+        let bytes = encode_product(9, &product).unwrap();
+        assert_eq!(
+            bytes,
+            encode_product_fast(9, &product),
+            "fast encoder agrees"
+        );
+        // Written with the text-id schema: it decodes with that schema...
+        let value =
+            apache_avro::from_avro_datum(product_text_id_schema(), &mut &bytes[5..], None).unwrap();
+        let Value::Record(fields) = value else {
+            panic!("record expected")
+        };
+        assert_eq!(fields[0], ("id".into(), Value::String("P0001".into())));
+        // ...directly and through resolution from the registry's copy.
+        let from_registry = Schema::parse_str(PRODUCT_TEXT_ID_SCHEMA_JSON).unwrap();
+        assert!(std::ptr::eq(
+            own_schema(&from_registry).unwrap(),
+            product_text_id_schema()
+        ));
+        assert!(std::ptr::eq(
+            own_schema(&Schema::parse_str(PRODUCT_SCHEMA_JSON).unwrap()).unwrap(),
+            product_schema()
+        ));
+        assert!(own_schema(&Schema::parse_str(PROTOTYPE_SCHEMA).unwrap()).is_none());
+        assert_eq!(
+            decode_product(product_text_id_schema(), &bytes[5..]).unwrap(),
+            product
+        );
+        assert_eq!(
+            decode_product(&from_registry, &bytes[5..]).unwrap(),
+            product
+        );
+        for id in ["", "P0001", "ünïcode-ïd", &"x".repeat(300)] {
+            let mut p = text_sample();
+            p.id = ProductId::Text(id.into());
+            let bytes = encode_product_fast(3, &p);
+            assert_eq!(bytes, encode_product(3, &p).unwrap());
+            assert_eq!(
+                decode_product(product_text_id_schema(), &bytes[5..]).unwrap(),
+                p
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_id_writer_schema_other_than_ours_resolves_to_text_ids() {
+        // Prototype 002 style: a string id and no last_updated_micros.
+        let writer = Schema::parse_str(&PROTOTYPE_SCHEMA.replace(
+            r#"{"name": "id", "type": "int"}"#,
+            r#"{"name": "id", "type": "string"}"#,
+        ))
+        .unwrap();
+        let value = Value::Record(vec![
+            ("id".into(), Value::String("P0042".into())),
+            ("name".into(), Value::String("Widget".into())),
+            ("category".into(), Value::Union(0, Box::new(Value::Null))),
+            ("price".into(), Value::Double(9.5)),
+            (
+                "last_updated".into(),
+                Value::String("2023-10-13 10:11:02".into()),
+            ),
+        ]);
+        let datum = apache_avro::to_avro_datum(&writer, value).unwrap();
+        let product = decode_product(&writer, &datum).unwrap();
+        assert_eq!(product.id, "P0042");
+        assert_eq!(product.last_updated_micros, None);
     }
 
     #[test]

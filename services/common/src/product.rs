@@ -1,7 +1,78 @@
 //! The `product` row as it travels through the pipeline.
 
+use std::fmt;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// A product's id: the 32-bit integer of the `product` table (Avro `int`,
+/// `schemas/product_value.avsc`), or the text key of a table such as prototype 002's `products`
+/// (`product_id VARCHAR`, Avro `string`, `schemas/product_value_text_id.avsc`). In JSON it is a
+/// bare number or string (`7`, `"P0001"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProductId {
+    Int(i32),
+    Text(String),
+}
+
+impl ProductId {
+    /// The integer id, if it is one.
+    pub fn as_int(&self) -> Option<i32> {
+        match self {
+            Self::Int(id) => Some(*id),
+            Self::Text(_) => None,
+        }
+    }
+
+    /// The text id, if it is one.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Int(_) => None,
+            Self::Text(id) => Some(id),
+        }
+    }
+}
+
+/// The id as the Kafka key holds it: decimal digits or the text itself.
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(id) => write!(f, "{id}"),
+            Self::Text(id) => f.write_str(id),
+        }
+    }
+}
+
+impl From<i32> for ProductId {
+    fn from(id: i32) -> Self {
+        Self::Int(id)
+    }
+}
+
+impl From<String> for ProductId {
+    fn from(id: String) -> Self {
+        Self::Text(id)
+    }
+}
+
+impl From<&str> for ProductId {
+    fn from(id: &str) -> Self {
+        Self::Text(id.to_owned())
+    }
+}
+
+impl PartialEq<i32> for ProductId {
+    fn eq(&self, other: &i32) -> bool {
+        self.as_int() == Some(*other)
+    }
+}
+
+impl PartialEq<&str> for ProductId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_text() == Some(*other)
+    }
+}
 
 /// One product, as captured from the `product` table and carried in the Avro value.
 ///
@@ -10,7 +81,7 @@ use serde::{Deserialize, Serialize};
 /// records written by the original prototype.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Product {
-    pub id: i32,
+    pub id: ProductId,
     pub name: String,
     pub category: Option<String>,
     pub price: f64,
@@ -24,14 +95,14 @@ pub const LAST_UPDATED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 impl Product {
     /// A product stamped at `last_updated` (database time, UTC).
     pub fn new(
-        id: i32,
+        id: impl Into<ProductId>,
         name: String,
         category: Option<String>,
         price: f64,
         last_updated: NaiveDateTime,
     ) -> Self {
         Self {
-            id,
+            id: id.into(),
             name,
             category,
             price,
@@ -65,6 +136,29 @@ mod tests {
         let p = Product::new(1, "Product_1".into(), Some("Cat_1".into()), 40.6, t);
         assert_eq!(p.last_updated, "2023-10-13 10:01:05");
         assert_eq!(p.last_updated_time().unwrap().naive_utc(), t);
+    }
+
+    #[test]
+    fn ids_are_numbers_or_strings_in_json_and_text_in_keys() {
+        let t = NaiveDateTime::default();
+        let int = Product::new(7, "a".into(), None, 1.0, t);
+        let text = Product::new("P0001", "b".into(), None, 1.0, t);
+        assert_eq!(
+            serde_json::to_value(&int).unwrap()["id"],
+            serde_json::json!(7)
+        );
+        assert_eq!(
+            serde_json::to_value(&text).unwrap()["id"],
+            serde_json::json!("P0001")
+        );
+        let back: Product = serde_json::from_value(serde_json::to_value(&text).unwrap()).unwrap();
+        assert_eq!(back.id, ProductId::Text("P0001".into()));
+        let back: Product = serde_json::from_value(serde_json::to_value(&int).unwrap()).unwrap();
+        assert_eq!(back.id, 7);
+        assert_eq!(int.id.to_string(), "7");
+        assert_eq!(text.id.to_string(), "P0001");
+        assert_eq!(text.id, "P0001");
+        assert_eq!(text.id.as_int(), None);
     }
 
     #[test]

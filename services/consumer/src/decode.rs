@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use common::avro::{decode_product, is_product_schema, product_schema, unframe, CodecError};
+use common::avro::{decode_product, own_schema, unframe, CodecError};
 use common::product::Product;
 use common::registry::{RegistryClient, RegistryError};
 use tokio::runtime::Handle;
@@ -76,17 +76,18 @@ pub struct Decoder {
     schemas: HashMap<u32, WriterSchema>,
 }
 
-/// A writer schema, or our own product schema (decoded without schema resolution).
+/// A writer schema, or one of our own product schemas (int or text id; decoded without schema
+/// resolution).
 #[derive(Clone)]
 enum WriterSchema {
-    Ours,
+    Ours(&'static Schema),
     Other(Arc<Schema>),
 }
 
 impl WriterSchema {
     fn get(&self) -> &Schema {
         match self {
-            Self::Ours => product_schema(),
+            Self::Ours(schema) => schema,
             Self::Other(schema) => schema,
         }
     }
@@ -125,10 +126,9 @@ impl Decoder {
             .block_on(async move { registry.schema(id).await })
         {
             Ok(schema) => {
-                let schema = if is_product_schema(&schema) {
-                    WriterSchema::Ours
-                } else {
-                    WriterSchema::Other(schema)
+                let schema = match own_schema(&schema) {
+                    Some(ours) => WriterSchema::Ours(ours),
+                    None => WriterSchema::Other(schema),
                 };
                 self.schemas.insert(id, schema.clone());
                 Ok(schema)

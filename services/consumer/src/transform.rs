@@ -9,7 +9,7 @@
 //! - A price that is not a finite number (NaN, ±∞) cannot be written as JSON: the record is a
 //!   poison pill and goes to the dead-letter topic.
 
-use common::product::Product;
+use common::product::{Product, ProductId};
 
 /// The category whose products get a discount.
 pub const DISCOUNTED_CATEGORY: &str = "Cat_5";
@@ -19,7 +19,8 @@ pub const DISCOUNT_FACTOR: f64 = 0.8;
 /// A product as it is written to the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransformedProduct {
-    pub id: i32,
+    /// An integer, or text for tables with a text key (logged as `7` or `"P0001"`).
+    pub id: ProductId,
     pub name: String,
     pub category: Option<String>,
     pub price: f64,
@@ -33,7 +34,7 @@ pub struct TransformedProduct {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransformError {
     #[error("product {id} has a price that is not a finite number ({price})")]
-    NonFinitePrice { id: i32, price: f64 },
+    NonFinitePrice { id: ProductId, price: f64 },
 }
 
 pub fn transform(product: Product) -> Result<TransformedProduct, TransformError> {
@@ -84,7 +85,7 @@ mod tests {
 
     fn product(category: Option<&str>, price: f64) -> Product {
         Product {
-            id: 5,
+            id: ProductId::Int(5),
             name: "Product_5".into(),
             category: category.map(str::to_owned),
             price,
@@ -135,11 +136,20 @@ mod tests {
     }
 
     #[test]
+    fn text_ids_are_carried_through() {
+        let mut p = product(Some("Cat_5"), 10.0);
+        p.id = ProductId::Text("P0001".into());
+        let out = transform(p).unwrap();
+        assert_eq!(out.id, "P0001");
+        assert_eq!(out.discount_price, Some(8.0));
+    }
+
+    #[test]
     fn a_price_that_is_not_a_number_is_an_error() {
         for price in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let err = transform(product(Some("Cat_5"), price)).unwrap_err();
             assert!(
-                matches!(err, TransformError::NonFinitePrice { id: 5, .. }),
+                matches!(&err, TransformError::NonFinitePrice { id, .. } if *id == 5),
                 "{err}"
             );
         }

@@ -179,7 +179,7 @@ async fn read_rows(conn: &mut sqlx::MySqlConnection) -> Vec<SourceRow> {
     .expect("read rows");
     rows.into_iter()
         .map(|(id, name, category, price, last_updated)| SourceRow {
-            id,
+            id: producer::position::RowKey::Int(id),
             name: Some(name),
             category,
             price: Some(price),

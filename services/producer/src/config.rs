@@ -2,7 +2,10 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `DATABASE_URL` | `mysql://root@127.0.0.1:3306/buy_online_db` | source database (`mysql://` or `mariadb://`) |
+//! | `DATABASE_URL` | `mysql://root@127.0.0.1:3306/buy_online_db` | source database (`mysql://`, `mariadb://`, `postgres://` or `postgresql://`) |
+//! | `SOURCE_TABLE` | `product` | table to capture (`table` or `schema.table`) |
+//! | `SOURCE_ID_COLUMN` | `id` | its primary key column (integer; text with PostgreSQL) |
+//! | `SOURCE_TIMESTAMP_COLUMN` | `last_updated` | its change timestamp column |
 //! | `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*` | `127.0.0.1:9092`, plaintext | broker connection |
 //! | `SCHEMA_REGISTRY_URL`, `SCHEMA_REGISTRY_USERNAME`, `SCHEMA_REGISTRY_PASSWORD` | `http://127.0.0.1:8081` | registry |
 //! | `TOPIC`, `TOPIC_PARTITIONS` | `product_updates`, `10` | target topic, created if missing |
@@ -24,11 +27,16 @@ use common::config::{database_url, redact_url, ConfigError, Env, Secret, TopicCo
 use common::kafka::KafkaConfig;
 use common::registry::RegistryConfig;
 
+use crate::source::TableSpec;
+
 /// Everything the producer needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: a `mysql://` or `mariadb://` URL (it may carry a password, hence secret).
+    /// `DATABASE_URL`: a `mysql://`, `mariadb://`, `postgres://` or `postgresql://` URL (it may
+    /// carry a password, hence secret).
     pub database_url: Secret,
+    /// `SOURCE_TABLE`, `SOURCE_ID_COLUMN`, `SOURCE_TIMESTAMP_COLUMN`: the captured table.
+    pub table: TableSpec,
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
     pub topic: TopicConfig,
@@ -63,16 +71,29 @@ impl Config {
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let database_url = database_url(env)?;
-        if !(database_url.starts_with("mysql://") || database_url.starts_with("mariadb://")) {
-            return Err(ConfigError::Invalid {
-                name: "DATABASE_URL".into(),
-                value: redact_url(&database_url),
-                expected:
-                    "a mysql:// or mariadb:// URL (the producer captures from MySQL/MariaDB; \
-                           PostgreSQL capture is not available yet)"
-                        .into(),
-            });
-        }
+        let table = {
+            let vars = [
+                ("SOURCE_TABLE", TableSpec::DEFAULT_TABLE),
+                ("SOURCE_ID_COLUMN", TableSpec::DEFAULT_ID_COLUMN),
+                (
+                    "SOURCE_TIMESTAMP_COLUMN",
+                    TableSpec::DEFAULT_TIMESTAMP_COLUMN,
+                ),
+            ]
+            .map(|(name, default)| (name, env.string(name, default)));
+            TableSpec::new(&vars[0].1, &vars[1].1, &vars[2].1).map_err(|(which, reason)| {
+                let (name, value) = match which {
+                    "table" => &vars[0],
+                    "id_column" => &vars[1],
+                    _ => &vars[2],
+                };
+                ConfigError::Invalid {
+                    name: (*name).into(),
+                    value: value.clone(),
+                    expected: format!("a table or column name: {reason}"),
+                }
+            })?
+        };
         let compression = env
             .one_of("KAFKA_COMPRESSION", "none", &Compression::NAMES)?
             .parse()
@@ -88,6 +109,7 @@ impl Config {
         }
         Ok(Self {
             database_url: Secret::new(database_url),
+            table,
             kafka: KafkaConfig::from_env(env)?,
             registry: RegistryConfig::from_env(env)?,
             topic,
@@ -117,6 +139,12 @@ impl Config {
     /// The registry subject of the value schema: `{topic}-value`.
     pub fn value_subject(&self) -> String {
         format!("{}-value", self.topic.name)
+    }
+
+    /// Whether `DATABASE_URL` names a PostgreSQL database (else MySQL/MariaDB).
+    pub fn is_postgres(&self) -> bool {
+        let url = self.database_url.expose();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
     }
 
     /// `DATABASE_URL` with any password replaced by `***`, for logs.
@@ -263,14 +291,48 @@ mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_refused_for_now_without_showing_the_password() {
-        let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@h/db")]);
+    fn postgres_urls_select_postgres_and_other_schemes_are_refused() {
+        for url in ["postgres://u:pw@h/db", "postgresql://h/db"] {
+            let config = Config::from_env(&Env::from_pairs([("DATABASE_URL", url)])).unwrap();
+            assert!(config.is_postgres(), "{url}");
+        }
+        assert!(!Config::from_env(&Env::default()).unwrap().is_postgres());
+        let env = Env::from_pairs([("DATABASE_URL", "sqlite://u:hunter2@h/db")]);
         let err = Config::from_env(&env).unwrap_err().to_string();
-        assert!(
-            err.contains("DATABASE_URL") && err.contains("PostgreSQL"),
-            "{err}"
-        );
+        assert!(err.contains("DATABASE_URL"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_source_table_and_its_key_columns_are_configurable() {
+        let config = Config::from_env(&Env::default()).unwrap();
+        assert_eq!(config.table, TableSpec::default());
+        assert_eq!(
+            (config.table.table.as_str(), config.table.id_column.as_str()),
+            ("product", "id")
+        );
+        assert_eq!(config.table.timestamp_column, "last_updated");
+        let env = Env::from_pairs([
+            ("SOURCE_TABLE", "shop.products"),
+            ("SOURCE_ID_COLUMN", "product_id"),
+            ("SOURCE_TIMESTAMP_COLUMN", "updated_timestamp"),
+        ]);
+        let table = Config::from_env(&env).unwrap().table;
+        assert_eq!(table.schema.as_deref(), Some("shop"));
+        assert_eq!(table.table, "products");
+        assert_eq!(table.id_column, "product_id");
+        assert_eq!(table.timestamp_column, "updated_timestamp");
+        for (name, value) in [
+            ("SOURCE_TABLE", "products; drop table x"),
+            ("SOURCE_ID_COLUMN", "product id"),
+            ("SOURCE_TIMESTAMP_COLUMN", "\"ts\""),
+            ("SOURCE_TIMESTAMP_COLUMN", "id"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
     }
 
     #[test]

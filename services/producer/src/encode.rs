@@ -2,9 +2,10 @@
 //! format), or to a rejection when the row cannot be represented in the value schema.
 
 use common::avro::encode_product_fast;
-use common::product::Product;
+use common::product::{Product, ProductId};
 use serde_json::json;
 
+use crate::position::RowKey;
 use crate::source::SourceRow;
 
 /// Why a row was not produced. The label is the `reason` of `producer_rows_rejected_total`.
@@ -53,12 +54,15 @@ pub struct Rejection {
 /// The product a row stands for, or why it cannot be one.
 pub fn to_product(row: &SourceRow) -> Result<Product, Rejection> {
     let reject = |reason: RejectReason, detail: String| Rejection { reason, detail };
-    let id = i32::try_from(row.id).map_err(|_| {
-        reject(
-            RejectReason::IdOutOfRange,
-            format!("id {} does not fit the schema's 32-bit int", row.id),
-        )
-    })?;
+    let id = match &row.id {
+        RowKey::Int(id) => ProductId::Int(i32::try_from(*id).map_err(|_| {
+            reject(
+                RejectReason::IdOutOfRange,
+                format!("id {id} does not fit the schema's 32-bit int"),
+            )
+        })?),
+        RowKey::Text(id) => ProductId::Text(id.clone()),
+    };
     let name = row
         .name
         .clone()
@@ -90,7 +94,7 @@ pub fn to_product(row: &SourceRow) -> Result<Product, Rejection> {
 /// A record ready to be produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRecord {
-    /// The product id as UTF-8 text.
+    /// The product id as UTF-8 text (digits, or the text id itself).
     pub key: String,
     /// Confluent wire format: magic byte, schema id, Avro datum.
     pub value: Vec<u8>,
@@ -98,6 +102,8 @@ pub struct EncodedRecord {
 
 /// Encodes `row` with the registered `schema_id` (`common::avro::encode_product_fast`: the same
 /// bytes as `encode_product`, without the generic Avro value tree). Every valid product encodes.
+/// `schema_id` must be the schema of the row's kind of id (`IdKind::schema_json`): a source
+/// yields one kind only, the one it reported when inspected.
 pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Rejection> {
     let product = to_product(row)?;
     Ok(EncodedRecord {
@@ -146,7 +152,7 @@ mod tests {
 
     fn row() -> SourceRow {
         SourceRow {
-            id: 5,
+            id: RowKey::Int(5),
             name: Some("Product_5".into()),
             category: Some("Cat_5".into()),
             price: Some(97.3),
@@ -226,7 +232,7 @@ mod tests {
             ),
             (|r| r.price = Some(-0.01), RejectReason::PriceOutOfRange),
             (
-                |r| r.id = i64::from(i32::MAX) + 1,
+                |r| r.id = RowKey::Int(i64::from(i32::MAX) + 1),
                 RejectReason::IdOutOfRange,
             ),
         ];
@@ -240,6 +246,25 @@ mod tests {
         let labels: std::collections::HashSet<_> =
             RejectReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), RejectReason::ALL.len(), "labels are distinct");
+    }
+
+    #[test]
+    fn a_text_id_row_is_keyed_by_its_text_and_encoded_with_the_text_id_schema() {
+        let mut r = row();
+        r.id = RowKey::Text("P0001".into());
+        let record = encode_row(8, &r).unwrap();
+        assert_eq!(record.key, "P0001");
+        let product =
+            decode_product(common::avro::product_text_id_schema(), &record.value[5..]).unwrap();
+        assert_eq!(product.id, "P0001");
+        assert_eq!(product.price, 97.3);
+        r.price = None;
+        let rejection = encode_row(8, &r).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::NullPrice);
+        let dead: serde_json::Value =
+            serde_json::from_str(&dead_letter_json(&r, &rejection, "postgres table products"))
+                .unwrap();
+        assert_eq!(dead["row"]["id"], "P0001");
     }
 
     #[test]

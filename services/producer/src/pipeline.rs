@@ -23,7 +23,7 @@ use crate::metrics::ProducerMetrics;
 use crate::position::Position;
 use crate::readback::{durable_offsets, read_back, DeliveredRows};
 use crate::sink::{AckSummary, BatchAcks, KafkaSink};
-use crate::source::{Batch, HorizonBound, Source, SourceError};
+use crate::source::{Batch, HorizonBound, IdKind, Source, SourceError};
 use crate::watermark::{Watermark, WatermarkError};
 
 /// Batches produced but not yet fully acknowledged, at most. Reading goes on while earlier
@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub kafka: KafkaConfig,
     pub registry: Arc<RegistryClient>,
     pub schema_id: u32,
+    /// The kind of id the registered value schema (`schema_id`) carries.
+    pub id_kind: IdKind,
     pub topic: String,
     pub dead_letter_topic: Option<String>,
     pub watermark: Watermark,
@@ -98,6 +100,7 @@ impl Pipeline {
                 &self.watermark.next_offsets,
                 &self.registry,
                 self.schema_id,
+                self.id_kind,
             )
             .await
             {
@@ -143,7 +146,7 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Result<(), PipelineError> {
         let mut state = LoopState {
-            cursor: self.watermark.position,
+            cursor: self.watermark.position.clone(),
             in_flight: VecDeque::new(),
             acks: FuturesOrdered::new(),
             read: None,
@@ -169,7 +172,7 @@ impl Pipeline {
                 && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT
                 && Instant::now() >= state.next_read_at
             {
-                state.read = Some(self.start_read(state.cursor));
+                state.read = Some(self.start_read(state.cursor.clone()));
             }
             self.metrics
                 .batches_in_flight
@@ -274,10 +277,10 @@ impl Pipeline {
         let Some(end) = batch.end() else {
             return Ok(());
         };
-        state.cursor = Some(end);
+        state.cursor = Some(end.clone());
         // Read the next batch while this one is encoded and enqueued.
         if full && state.read.is_none() && state.in_flight.len() + 1 < MAX_BATCHES_IN_FLIGHT {
-            state.read = Some(self.start_read(state.cursor));
+            state.read = Some(self.start_read(state.cursor.clone()));
         }
         let acks = self.produce(&state.delivered, &batch).await?;
         state.in_flight.push_back(InFlight { end: Some(end) });
@@ -295,7 +298,7 @@ impl Pipeline {
         let source = self.source.describe();
         for row in &batch.rows {
             let micros = row.last_updated.and_utc().timestamp_micros();
-            if delivered.contains(row.id, micros) {
+            if delivered.contains(&row.id, micros) {
                 self.metrics.rows_already_in_topic.inc();
                 continue;
             }
@@ -311,7 +314,7 @@ impl Pipeline {
                         .with_label_values(&[rejection.reason.label()])
                         .inc();
                     tracing::warn!(
-                        id = row.id,
+                        id = %row.id,
                         last_updated = %row.last_updated,
                         reason = rejection.reason.label(),
                         detail = %rejection.detail,
@@ -352,8 +355,8 @@ impl Pipeline {
                 .unwrap_or_else(|| "delivery failed".into())));
         }
         if let Some(end) = batch.end {
-            self.watermark.position = Some(end);
             state.delivered.forget_through(&end);
+            self.watermark.position = Some(end);
         }
         self.watermark.next_offsets = durable_offsets(&state.acknowledged, &state.delivered);
         self.store_watermark().await?;
@@ -391,7 +394,7 @@ impl Pipeline {
             return false;
         };
         state.delivered = delivered;
-        state.cursor = self.watermark.position;
+        state.cursor = self.watermark.position.clone();
         state.next_read_at = Instant::now();
         true
     }
@@ -427,7 +430,7 @@ impl Pipeline {
     }
 
     fn update_lag(&self, state: &LoopState) {
-        let watermark = self.watermark.position.map(|p| p.last_updated);
+        let watermark = self.watermark.position.as_ref().map(|p| p.last_updated);
         let reference = match (state.in_flight.is_empty(), state.caught_up_to, watermark) {
             (true, Some(horizon), Some(w)) => Some(horizon.max(w)),
             (true, Some(horizon), None) => Some(horizon),
@@ -478,8 +481,14 @@ pub fn backoff(base: Duration, failures: u32) -> Duration {
 pub fn describe_position(position: Option<&Position>) -> String {
     match position {
         None => "the beginning".to_owned(),
-        Some(p) if p.id == i64::MAX => format!("after {}", p.last_updated),
-        Some(p) => format!("after ({}, id {})", p.last_updated, p.id),
+        Some(Position {
+            last_updated,
+            id: None,
+        }) => format!("after {last_updated}"),
+        Some(Position {
+            last_updated,
+            id: Some(id),
+        }) => format!("after ({last_updated}, id {id})"),
     }
 }
 
@@ -509,6 +518,10 @@ mod tests {
         assert_eq!(
             describe_position(Some(&Position::after_timestamp(t))),
             "after 2024-01-01 10:00:00"
+        );
+        assert_eq!(
+            describe_position(Some(&Position::new(t, "P0001"))),
+            "after (2024-01-01 10:00:00, id P0001)"
         );
     }
 }

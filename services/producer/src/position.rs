@@ -1,25 +1,85 @@
 //! Keyset arithmetic: where capture stands in the `(last_updated, id)` order, and how far it may
 //! read (the read horizon).
 
+use std::cmp::Ordering;
+use std::fmt;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use serde::Serialize;
+
+/// A row's key in the source table: an integer, or text (prototype 002's `product_id`).
+///
+/// Text keys are ordered by their bytes (`COLLATE "C"` in PostgreSQL), in SQL and here alike, so
+/// this order is the order capture reads rows in. Keys of one table are all of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum RowKey {
+    Int(i64),
+    Text(String),
+}
+
+impl RowKey {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Int(_) => "integer",
+            Self::Text(_) => "text",
+        }
+    }
+}
+
+impl fmt::Display for RowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(id) => write!(f, "{id}"),
+            Self::Text(id) => f.write_str(id),
+        }
+    }
+}
+
+impl From<i64> for RowKey {
+    fn from(id: i64) -> Self {
+        Self::Int(id)
+    }
+}
+
+impl From<i32> for RowKey {
+    fn from(id: i32) -> Self {
+        Self::Int(i64::from(id))
+    }
+}
+
+impl From<&str> for RowKey {
+    fn from(id: &str) -> Self {
+        Self::Text(id.to_owned())
+    }
+}
+
+impl From<String> for RowKey {
+    fn from(id: String) -> Self {
+        Self::Text(id)
+    }
+}
 
 /// A point in the capture order. Rows are read in `(last_updated, id)` order, so "after this
 /// position" means a later timestamp, or the same timestamp and a larger id. Two rows can share
 /// a timestamp (a multi-row statement stamps them all alike); the id breaks the tie, so a batch
 /// boundary between them loses nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position {
     /// The row's `last_updated` (UTC, microsecond precision).
     pub last_updated: NaiveDateTime,
-    /// The row's primary key.
-    pub id: i64,
+    /// The row's primary key; `None` stands after every key of `last_updated` (a watermark that
+    /// holds only a timestamp, see [`Position::after_timestamp`]).
+    pub id: Option<RowKey>,
 }
 
 impl Position {
-    pub fn new(last_updated: NaiveDateTime, id: i64) -> Self {
-        Self { last_updated, id }
+    pub fn new(last_updated: NaiveDateTime, id: impl Into<RowKey>) -> Self {
+        Self {
+            last_updated,
+            id: Some(id.into()),
+        }
     }
 
     /// The position right after every row stamped `last_updated`, whatever its id. A watermark
@@ -27,13 +87,32 @@ impl Position {
     pub fn after_timestamp(last_updated: NaiveDateTime) -> Self {
         Self {
             last_updated,
-            id: i64::MAX,
+            id: None,
         }
     }
 
     /// Whether a row at `self` comes after `cursor` (`None` = the beginning: everything does).
     pub fn is_after(&self, cursor: Option<&Position>) -> bool {
         cursor.is_none_or(|c| self > c)
+    }
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.last_updated
+            .cmp(&other.last_updated)
+            .then_with(|| match (&self.id, &other.id) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -79,6 +158,16 @@ mod tests {
         assert!(!a.is_after(Some(&a)), "a position is not after itself");
         assert!(c.is_after(Some(&b)));
         assert!(a.is_after(None), "everything is after the beginning");
+
+        let p1 = Position::new(t("2023-10-13 10:00:00"), "P0001");
+        let p2 = Position::new(t("2023-10-13 10:00:00"), "P0002");
+        let lower = Position::new(t("2023-10-13 10:00:00"), "p0000");
+        assert!(p1 < p2, "text keys in byte order");
+        assert!(
+            p2 < lower,
+            "byte order: upper case before lower case (COLLATE \"C\")"
+        );
+        assert!(Position::after_timestamp(t("2023-10-13 10:00:00")) > lower);
     }
 
     #[test]

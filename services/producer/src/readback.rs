@@ -14,14 +14,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::avro::{decode_product, product_schema, unframe};
+use common::avro::{decode_product, unframe, IdKind};
 use common::kafka::KafkaConfig;
+use common::product::ProductId;
 use common::registry::RegistryClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::position::Position;
+use crate::position::{Position, RowKey};
 use crate::sink::MAX_RECORDS_PER_BATCH;
 
 /// How long a partition must stay quiet after its end was reported before the read-back stops
@@ -46,7 +47,7 @@ pub enum ReadBackError {
 /// where they were found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveredRows {
-    rows: HashMap<(i64, i64), (i32, i64)>,
+    rows: HashMap<(RowKey, i64), (i32, i64)>,
 }
 
 impl DeliveredRows {
@@ -60,7 +61,7 @@ impl DeliveredRows {
 
     /// Records that the row version `(id, micros)` is at `offset` of `partition` (the lowest
     /// offset wins when the topic holds it more than once).
-    pub fn insert(&mut self, id: i64, last_updated_micros: i64, partition: i32, offset: i64) {
+    pub fn insert(&mut self, id: RowKey, last_updated_micros: i64, partition: i32, offset: i64) {
         let entry = self
             .rows
             .entry((id, last_updated_micros))
@@ -71,18 +72,23 @@ impl DeliveredRows {
     }
 
     /// Whether the topic already holds this row version.
-    pub fn contains(&self, id: i64, last_updated_micros: i64) -> bool {
-        self.rows.contains_key(&(id, last_updated_micros))
+    pub fn contains(&self, id: &RowKey, last_updated_micros: i64) -> bool {
+        // Keys are few and short; cloning beats a borrowed-key lookup structure here.
+        self.rows.contains_key(&(id.clone(), last_updated_micros))
     }
 
     /// Forgets the row versions at or before `position`: the watermark covers them now (and a
     /// row version captured past can no longer come again).
     pub fn forget_through(&mut self, position: &Position) {
-        let limit = (
-            position.last_updated.and_utc().timestamp_micros(),
-            position.id,
-        );
-        self.rows.retain(|(id, micros), _| (*micros, *id) > limit);
+        let limit_micros = position.last_updated.and_utc().timestamp_micros();
+        self.rows
+            .retain(|(id, micros), _| match micros.cmp(&limit_micros) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                // Same timestamp: kept when its id is after the position's (none is after "every
+                // id of this timestamp").
+                std::cmp::Ordering::Equal => position.id.as_ref().is_some_and(|limit| id > limit),
+            });
     }
 
     /// Per partition, the lowest offset of a remembered record. The durable watermark must not
@@ -157,12 +163,14 @@ struct RawRecord {
 /// Reads `topic` from `from` (partition -> offset) to the end of each partition and returns the
 /// row versions found. Values are decoded with our schema when they carry `our_schema_id`, and
 /// with the writer schema from the registry otherwise; records that do not decode are skipped.
+/// `our_id_kind` is the kind of id of our schema.
 pub async fn read_back(
     kafka: &KafkaConfig,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     registry: &RegistryClient,
     our_schema_id: u32,
+    our_id_kind: IdKind,
 ) -> Result<DeliveredRows, ReadBackError> {
     let records = read_raw(kafka, topic, from).await?;
     let mut delivered = DeliveredRows::default();
@@ -173,7 +181,9 @@ pub async fn read_back(
             continue;
         };
         let product = match unframe(&payload) {
-            Ok((id, datum)) if id == our_schema_id => decode_product(product_schema(), datum).ok(),
+            Ok((id, datum)) if id == our_schema_id => {
+                decode_product(our_id_kind.schema(), datum).ok()
+            }
             Ok((id, datum)) => match registry.schema(id).await {
                 Ok(schema) => decode_product(&schema, datum).ok(),
                 Err(e) => {
@@ -185,7 +195,11 @@ pub async fn read_back(
         };
         match product.and_then(|p| p.last_updated_micros.map(|micros| (p.id, micros))) {
             Some((id, micros)) => {
-                delivered.insert(i64::from(id), micros, record.partition, record.offset)
+                let key = match id {
+                    ProductId::Int(id) => RowKey::Int(i64::from(id)),
+                    ProductId::Text(id) => RowKey::Text(id),
+                };
+                delivered.insert(key, micros, record.partition, record.offset)
             }
             None => undecodable += 1,
         }
@@ -290,14 +304,14 @@ mod tests {
     #[test]
     fn remembers_row_versions_and_their_lowest_offsets() {
         let mut d = DeliveredRows::default();
-        d.insert(1, micros("2024-01-01 00:00:01"), 3, 10);
-        d.insert(2, micros("2024-01-01 00:00:01"), 3, 11);
-        d.insert(3, micros("2024-01-01 00:00:02"), 5, 4);
-        d.insert(1, micros("2024-01-01 00:00:01"), 3, 40); // the same version twice: keep the first
+        d.insert(1.into(), micros("2024-01-01 00:00:01"), 3, 10);
+        d.insert(2.into(), micros("2024-01-01 00:00:01"), 3, 11);
+        d.insert(3.into(), micros("2024-01-01 00:00:02"), 5, 4);
+        d.insert(1.into(), micros("2024-01-01 00:00:01"), 3, 40); // the same version twice: keep the first
         assert_eq!(d.len(), 3);
-        assert!(d.contains(1, micros("2024-01-01 00:00:01")));
+        assert!(d.contains(&1.into(), micros("2024-01-01 00:00:01")));
         assert!(
-            !d.contains(1, micros("2024-01-01 00:00:02")),
+            !d.contains(&1.into(), micros("2024-01-01 00:00:02")),
             "another version of row 1"
         );
         assert_eq!(d.lowest_offsets(), BTreeMap::from([(3, 10), (5, 4)]));
@@ -306,27 +320,37 @@ mod tests {
     #[test]
     fn forgets_what_the_watermark_covers() {
         let mut d = DeliveredRows::default();
-        d.insert(1, micros("2024-01-01 00:00:01"), 0, 1);
-        d.insert(2, micros("2024-01-01 00:00:01"), 1, 1);
-        d.insert(1, micros("2024-01-01 00:00:02"), 0, 2);
+        d.insert(1.into(), micros("2024-01-01 00:00:01"), 0, 1);
+        d.insert(2.into(), micros("2024-01-01 00:00:01"), 1, 1);
+        d.insert(1.into(), micros("2024-01-01 00:00:02"), 0, 2);
         let t = NaiveDateTime::parse_from_str("2024-01-01 00:00:01", "%Y-%m-%d %H:%M:%S").unwrap();
         d.forget_through(&Position::new(t, 1));
-        assert!(!d.contains(1, micros("2024-01-01 00:00:01")));
+        assert!(!d.contains(&1.into(), micros("2024-01-01 00:00:01")));
         assert!(
-            d.contains(2, micros("2024-01-01 00:00:01")),
+            d.contains(&2.into(), micros("2024-01-01 00:00:01")),
             "same timestamp, larger id: not covered"
         );
         d.forget_through(&Position::after_timestamp(t));
         assert_eq!(d.len(), 1);
         assert_eq!(d.lowest_offsets(), BTreeMap::from([(0, 2)]));
+
+        // Text keys, in byte order.
+        let mut d = DeliveredRows::default();
+        for (i, id) in ["P0001", "P0002", "p0001"].into_iter().enumerate() {
+            d.insert(id.into(), micros("2024-01-01 00:00:01"), 0, i as i64);
+        }
+        d.forget_through(&Position::new(t, "P0002"));
+        assert!(!d.contains(&"P0002".into(), micros("2024-01-01 00:00:01")));
+        assert!(d.contains(&"p0001".into(), micros("2024-01-01 00:00:01")));
+        assert_eq!(d.len(), 1);
     }
 
     #[test]
     fn durable_offsets_never_pass_a_remembered_record() {
         let acknowledged = BTreeMap::from([(0, 100), (1, 50), (2, 7)]);
         let mut d = DeliveredRows::default();
-        d.insert(9, 1, 0, 60);
-        d.insert(8, 1, 3, 5);
+        d.insert(9.into(), 1, 0, 60);
+        d.insert(8.into(), 1, 3, 5);
         assert_eq!(
             durable_offsets(&acknowledged, &d),
             BTreeMap::from([(0, 60), (1, 50), (2, 7), (3, 5)])

@@ -1,11 +1,11 @@
 //! Building and running the producer: `Application::build(config)` binds HTTP and loads the
-//! watermark (a corrupt one fails here); `run_until_stopped` registers the schema, makes sure the
+//! watermark (a corrupt one fails here); `run_until_stopped` checks the source table (a missing
+//! table or column fails here), registers the value schema for its kind of id, makes sure the
 //! topic exists, reads back what reached it after the watermark, and runs capture.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::avro::PRODUCT_SCHEMA_JSON;
 use common::http::{base_router, bind, serve, Readiness};
 use common::kafka::{ensure_topic, TopicStatus};
 use common::registry::{RegistryClient, RegistryError};
@@ -18,8 +18,9 @@ use crate::metrics::ProducerMetrics;
 use crate::pipeline::{backoff, describe_position, Pipeline, PipelineError};
 use crate::readback::end_offsets;
 use crate::sink::{producer_client_config, KafkaSink};
-use crate::source::mysql::{connect_lazy, MySqlSource};
-use crate::source::{Source, SourceError};
+use crate::source::mysql::MySqlSource;
+use crate::source::postgres::PgSource;
+use crate::source::{IdKind, Source, SourceError};
 use crate::watermark::{Watermark, WatermarkError};
 
 /// How often readiness checks the database and the broker.
@@ -34,6 +35,11 @@ pub enum StartupError {
     Http(#[from] std::io::Error),
     #[error("invalid DATABASE_URL: {0}")]
     Database(SourceError),
+    #[error("cannot capture from {source_name}: {error}")]
+    Source {
+        source_name: String,
+        error: SourceError,
+    },
     #[error("cannot create the Kafka producer: {0}")]
     KafkaClient(KafkaError),
     #[error("cannot create topic {topic}: {source}")]
@@ -82,8 +88,23 @@ impl Application {
                 Watermark::default()
             }
         };
-        let pool = connect_lazy(config.database_url.expose()).map_err(StartupError::Database)?;
-        let source: Arc<dyn Source> = Arc::new(MySqlSource::new(pool, config.capture_delay));
+        let url = config.database_url.expose();
+        let source: Arc<dyn Source> = if config.is_postgres() {
+            let pool =
+                crate::source::postgres::connect_lazy(url).map_err(StartupError::Database)?;
+            Arc::new(PgSource::new(
+                pool,
+                config.table.clone(),
+                config.capture_delay,
+            ))
+        } else {
+            let pool = crate::source::mysql::connect_lazy(url).map_err(StartupError::Database)?;
+            Arc::new(MySqlSource::new(
+                pool,
+                config.table.clone(),
+                config.capture_delay,
+            ))
+        };
         let sink = KafkaSink::new(&producer_client_config(&config.kafka, config.compression))
             .map_err(StartupError::KafkaClient)?;
         let metrics_registry = common::metrics::new_registry();
@@ -159,7 +180,12 @@ impl Application {
         ));
 
         let result = async {
-            let Some(schema_id) = register_schema(&schema_registry, &config, &shutdown).await?
+            let Some(id_kind) = inspect_source(source.as_ref(), &watermark, &shutdown).await?
+            else {
+                return Ok(());
+            };
+            let Some(schema_id) =
+                register_schema(&schema_registry, &config, id_kind, &shutdown).await?
             else {
                 return Ok(());
             };
@@ -175,6 +201,7 @@ impl Application {
                 kafka: config.kafka.clone(),
                 registry: schema_registry,
                 schema_id,
+                id_kind,
                 topic: config.topic.name.clone(),
                 dead_letter_topic: config.dead_letter_topic.clone(),
                 watermark,
@@ -203,20 +230,72 @@ impl Application {
     }
 }
 
-/// Registers the value schema under `{topic}-value`, retrying while the registry is unreachable.
+/// Checks that the source table and its columns exist (retrying while the database is
+/// unreachable) and that the watermark's position fits its kind of id; returns that kind.
+/// `None` on shutdown.
+async fn inspect_source(
+    source: &dyn Source,
+    watermark: &Watermark,
+    shutdown: &CancellationToken,
+) -> Result<Option<IdKind>, StartupError> {
+    let fail = |error| StartupError::Source {
+        source_name: source.describe(),
+        error,
+    };
+    let mut failures = 0;
+    let kind = loop {
+        match source.inspect().await {
+            Ok(kind) => break kind,
+            Err(e @ SourceError::Table(_)) => return Err(fail(e)),
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(Duration::from_millis(500), failures);
+                tracing::warn!(
+                    error = %e,
+                    source = %source.describe(),
+                    retry_in = ?delay,
+                    "cannot check the source table yet (is the database up?), retrying"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    if let Some(id) = watermark.position.as_ref().and_then(|p| p.id.as_ref()) {
+        let fits = matches!(
+            (id, kind),
+            (crate::position::RowKey::Int(_), IdKind::Int)
+                | (crate::position::RowKey::Text(_), IdKind::Text)
+        );
+        if !fits {
+            return Err(fail(SourceError::KeyKind {
+                id: id.clone(),
+                kind,
+            }));
+        }
+    }
+    tracing::info!(source = %source.describe(), id = kind.as_str(), "source table checked");
+    Ok(Some(kind))
+}
+
+/// Registers the value schema for `id_kind` under `{topic}-value`, retrying while the registry
+/// is unreachable.
 async fn register_schema(
     registry: &RegistryClient,
     config: &Config,
+    id_kind: IdKind,
     shutdown: &CancellationToken,
 ) -> Result<Option<u32>, StartupError> {
     let subject = config.value_subject();
     match registry
-        .register_with_retry(&subject, PRODUCT_SCHEMA_JSON, shutdown)
+        .register_with_retry(&subject, id_kind.schema_json(), shutdown)
         .await
     {
         None => Ok(None),
         Some(Ok(id)) => {
-            tracing::info!(subject, schema_id = id, registry = %registry.url(), "value schema registered");
+            tracing::info!(subject, schema_id = id, id = id_kind.as_str(), registry = %registry.url(), "value schema registered");
             Ok(Some(id))
         }
         Some(Err(source)) => Err(StartupError::Schema { subject, source }),

@@ -3,7 +3,7 @@
 //! ```json
 //! {
 //!   "last_read_timestamp": "2023-10-13 10:01:05.000000",
-//!   "last_read_id": 1,
+//!   "last_read_id": 1,                                 // or "P0001" for a text id
 //!   "topic": "product_updates",
 //!   "next_offsets": {"0": 12, "1": 7},
 //!   "updated_at": "2024-05-01T12:00:00.000000Z"
@@ -13,6 +13,7 @@
 //! * `last_read_timestamp` + `last_read_id`: every row up to this `(last_updated, id)` position
 //!   has been acknowledged by Kafka. `null` (or a missing file) means "from the beginning"; a
 //!   timestamp without an id (the original prototype's file) means "rows after that timestamp".
+//!   The id is a JSON number for integer id columns and a JSON string for text id columns.
 //! * `next_offsets`: per partition of `topic`, the offset from which records of rows *after* the
 //!   position may be found. On start the producer reads the topic from there to the end and does
 //!   not produce those rows again, so a kill at any moment causes no duplicates.
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use chrono::{NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::position::Position;
+use crate::position::{Position, RowKey};
 
 /// The timestamp format of `last_read_timestamp` (always written with 6 fraction digits).
 pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
@@ -88,13 +89,15 @@ impl Watermark {
         };
         let id = match fields.get("last_read_id") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_i64()
-                    .ok_or_else(|| corrupt(format!("last_read_id {n} is not a whole number")))?,
-            ),
+            Some(Value::Number(n)) => {
+                Some(RowKey::Int(n.as_i64().ok_or_else(|| {
+                    corrupt(format!("last_read_id {n} is not a whole number"))
+                })?))
+            }
+            Some(Value::String(id)) => Some(RowKey::Text(id.clone())),
             Some(other) => {
                 return Err(corrupt(format!(
-                    "last_read_id must be a whole number or null, not {other}"
+                    "last_read_id must be a whole number, a string or null, not {other}"
                 )))
             }
         };
@@ -135,10 +138,10 @@ impl Watermark {
             None => (Value::Null, Value::Null),
             Some(p) => (
                 Value::String(p.last_updated.format(TIMESTAMP_FORMAT).to_string()),
-                if p.id == i64::MAX {
-                    Value::Null
-                } else {
-                    json!(p.id)
+                match &p.id {
+                    None => Value::Null,
+                    Some(RowKey::Int(id)) => json!(id),
+                    Some(RowKey::Text(id)) => json!(id),
                 },
             ),
         };
@@ -296,6 +299,21 @@ mod tests {
         };
         assert!(timestamp_only.to_json().contains(r#""last_read_id": null"#));
         assert_eq!(parse(&timestamp_only.to_json()).unwrap(), timestamp_only);
+
+        let text_id = Watermark {
+            position: Some(Position::new(t("2023-10-13 10:01:05"), "P0042")),
+            ..Watermark::default()
+        };
+        assert!(text_id.to_json().contains(r#""last_read_id": "P0042""#));
+        assert_eq!(parse(&text_id.to_json()).unwrap(), text_id);
+        // A text id of digits stays text; a number stays a number (old files keep working).
+        let digits =
+            parse(r#"{"last_read_timestamp": "2023-10-13 10:01:05", "last_read_id": "7"}"#)
+                .unwrap();
+        assert_eq!(digits.position.unwrap().id, Some(RowKey::Text("7".into())));
+        let number =
+            parse(r#"{"last_read_timestamp": "2023-10-13 10:01:05", "last_read_id": 7}"#).unwrap();
+        assert_eq!(number.position.unwrap().id, Some(RowKey::Int(7)));
     }
 
     #[test]
@@ -315,8 +333,12 @@ mod tests {
                 "last_read_id is set",
             ),
             (
-                r#"{"last_read_timestamp": "2023-10-13 10:01:05", "last_read_id": "3"}"#,
+                r#"{"last_read_timestamp": "2023-10-13 10:01:05", "last_read_id": 3.5}"#,
                 "whole number",
+            ),
+            (
+                r#"{"last_read_timestamp": "2023-10-13 10:01:05", "last_read_id": [3]}"#,
+                "a string or null",
             ),
             (
                 r#"{"last_read_timestamp": null, "next_offsets": {"zero": 1}}"#,

@@ -39,7 +39,7 @@ async fn all_seed_products_arrive_decodable_keyed_and_partitioned_like_the_java_
     let received = bed.read(50).await;
 
     assert_eq!(received.len(), 50, "each seed product exactly once");
-    let by_id: HashMap<i32, _> = received.iter().map(|r| (r.product.id, r)).collect();
+    let by_id: HashMap<i32, _> = received.iter().map(|r| (r.id(), r)).collect();
     assert_eq!(by_id.len(), 50);
     for (id, name, category, price, last_updated) in &seeds {
         let r = by_id[id];
@@ -111,7 +111,7 @@ async fn all_seed_products_arrive_decodable_keyed_and_partitioned_like_the_java_
         .max_by(|a, b| a.4.cmp(&b.4).then(a.0.cmp(&b.0)))
         .unwrap();
     let position = watermark.position.expect("a position");
-    assert_eq!(position.id, i64::from(last.0));
+    assert_eq!(position.id, Some(last.0.into()));
     assert_eq!(
         position
             .last_updated
@@ -248,7 +248,7 @@ async fn a_restart_resumes_from_the_watermark_without_sending_anything_again() {
     // Per product, versions arrive in order (same key, same partition, increasing offsets).
     let mut by_id: HashMap<i32, Vec<&support::Received>> = HashMap::new();
     for r in &received {
-        by_id.entry(r.product.id).or_default().push(r);
+        by_id.entry(r.id()).or_default().push(r);
     }
     for versions in by_id.values().filter(|v| v.len() > 1) {
         let mut v = versions.clone();
@@ -286,7 +286,7 @@ async fn rows_that_cannot_be_encoded_are_rejected_counted_and_dead_lettered_whil
             .await;
     producer.wait_produced(8).await;
     let received = bed.read(8).await;
-    let ids: HashSet<i32> = received.iter().map(|r| r.product.id).collect();
+    let ids: HashSet<i32> = received.iter().map(|r| r.id()).collect();
     assert_eq!(ids, HashSet::from([1, 2, 3, 4, 7, 8, 9, 10]));
 
     let (_, metrics) = producer.get("/metrics").await;
@@ -322,7 +322,7 @@ async fn rows_that_cannot_be_encoded_are_rejected_counted_and_dead_lettered_whil
     // Capture went past the rejected rows: the watermark covers row 10.
     producer.stop().await.unwrap();
     let watermark = Watermark::load(&bed.watermark_path()).unwrap().unwrap();
-    assert_eq!(watermark.position.unwrap().id, 10);
+    assert_eq!(watermark.position.unwrap().id, Some(10.into()));
     bed.drop_database().await;
 }
 
@@ -375,7 +375,7 @@ async fn the_prototype_watermark_file_resumes_after_its_timestamp() {
     producer.wait_produced(1).await;
     let received = bed.read(1).await;
     producer.stop().await.unwrap();
-    let ids: Vec<i32> = received.iter().map(|r| r.product.id).collect();
+    let ids: Vec<i32> = received.iter().map(|r| r.id()).collect();
     assert_eq!(ids, vec![4], "rows after the prototype's timestamp only");
     bed.drop_database().await;
 }

@@ -46,7 +46,10 @@ fn spawn_producer(bed: &TestBed, log: &Path) -> ProducerProcess {
 /// The watermark's id, or 0 before the first batch was acknowledged.
 fn watermark_progress(path: &Path) -> i64 {
     match Watermark::load(path) {
-        Ok(Some(w)) => w.position.map_or(0, |p| p.id),
+        Ok(Some(w)) => w.position.and_then(|p| p.id).map_or(0, |id| match id {
+            producer::position::RowKey::Int(id) => id,
+            other => panic!("integer id expected, got {other}"),
+        }),
         _ => 0,
     }
 }

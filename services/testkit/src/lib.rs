@@ -1,6 +1,7 @@
 //! Test support shared by the services' integration tests. Everything here talks to the real
 //! test bed started by `scripts/testbed.sh up`: tansu on `TEST_KAFKA_BOOTSTRAP`
-//! (default `127.0.0.1:9092`) and MariaDB on `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`).
+//! (default `127.0.0.1:9092`), MariaDB on `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`)
+//! and PostgreSQL on `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`).
 //! Each test gets its own database, topic names and schema registry, so tests never interfere.
 
 use std::future::Future;
@@ -12,7 +13,7 @@ use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use sqlx::{Connection, MySqlConnection};
+use sqlx::{Connection, MySqlConnection, PgConnection};
 
 /// The test broker.
 pub fn kafka() -> KafkaConfig {
@@ -73,6 +74,61 @@ impl TestDatabase {
             .execute(&mut conn)
             .await
             .expect("drop test database");
+    }
+}
+
+/// The test PostgreSQL server URL, without a database.
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh, empty PostgreSQL database on the test server (the PostgreSQL twin of
+/// [`TestDatabase`]). Dropped by [`TestPgDatabase::drop_database`].
+pub struct TestPgDatabase {
+    pub name: String,
+    /// URL of this database, for `DATABASE_URL`.
+    pub url: String,
+}
+
+impl TestPgDatabase {
+    pub async fn create() -> Self {
+        let name = unique_name("ps_test");
+        let server = postgres_server_url().trim_end_matches('/').to_owned();
+        // A server URL without a database connects to the user's database, which may not
+        // exist: use the always present `postgres` database for administration.
+        let mut conn = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("test PostgreSQL at {server} unreachable ({e})"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+
+    pub async fn drop_database(self) {
+        let server = postgres_server_url().trim_end_matches('/').to_owned();
+        let mut conn = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("connect");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
     }
 }
 

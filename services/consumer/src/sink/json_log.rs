@@ -31,6 +31,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use common::product::ProductId;
 use serde::{Deserialize, Serialize};
 
 use super::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
@@ -43,7 +44,8 @@ const CHECKPOINT_TEMP_FILE: &str = ".consumer_log.checkpoint.json.tmp";
 /// One line of the log.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct LogLine<'a> {
-    pub id: i32,
+    /// A JSON number, or a string for text ids (`"P0001"`).
+    pub id: &'a ProductId,
     pub name: &'a str,
     pub category: Option<&'a str>,
     pub price: f64,
@@ -62,7 +64,7 @@ impl<'a> LogLine<'a> {
     pub fn new(topic: &'a str, record: &'a SinkRecord, written_at: &'a str) -> Self {
         let p = &record.product;
         Self {
-            id: p.id,
+            id: &p.id,
             name: &p.name,
             category: p.category.as_deref(),
             price: p.price,
@@ -371,7 +373,7 @@ mod tests {
             partition,
             offset,
             product: TransformedProduct {
-                id: 7,
+                id: ProductId::Int(7),
                 name: "Product \"7\"".into(),
                 category: category.map(str::to_owned),
                 price: 55.6,
@@ -426,6 +428,20 @@ mod tests {
         assert_eq!(value["category"], serde_json::Value::Null);
         assert_eq!(value["discount_price"], serde_json::Value::Null);
         assert_eq!(value.as_object().unwrap().len(), 11);
+
+        // A text id (prototype 002's product_id) is a JSON string.
+        let mut buf = Vec::new();
+        let mut r = record(0, 2, None, None);
+        r.product.id = ProductId::Text("P0001".into());
+        append_line(
+            &mut buf,
+            &LogLine::new("t", &r, "2024-05-01T10:00:00.000000Z"),
+        );
+        assert!(
+            String::from_utf8_lossy(&buf).starts_with(r#"{"id":"P0001","#),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
     }
 
     #[test]

@@ -1,21 +1,138 @@
 //! Where changes come from. A [`Source`] reads the rows changed after a [`Position`], in
 //! `(last_updated, id)` order, up to a read horizon below which no uncommitted change can still
-//! appear. MySQL/MariaDB is implemented ([`mysql::MySqlSource`]); a PostgreSQL source would
-//! implement the same trait with its own horizon query (`pg_stat_activity.xact_start`).
+//! appear. Two implementations: MySQL/MariaDB ([`mysql::MySqlSource`], horizon from
+//! `INNODB_TRX`) and PostgreSQL ([`postgres::PgSource`], horizon from
+//! `pg_stat_activity.xact_start`). Both read the table [`TableSpec`] names.
 
 pub mod mysql;
 pub mod open_transactions;
+pub mod postgres;
+
+use std::fmt;
 
 use chrono::NaiveDateTime;
+pub use common::avro::IdKind;
 use futures::future::BoxFuture;
 
-use crate::position::Position;
+use crate::position::{Position, RowKey};
+
+/// The table capture reads and its key columns (`SOURCE_TABLE`, `SOURCE_ID_COLUMN`,
+/// `SOURCE_TIMESTAMP_COLUMN`). The columns `name`, `category` and `price` keep their names.
+/// Every name is a plain identifier (checked by [`TableSpec::new`]), so quoting it is safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// `schema` of `schema.table`, or `None` for the connection's default schema/database.
+    pub schema: Option<String>,
+    pub table: String,
+    pub id_column: String,
+    pub timestamp_column: String,
+}
+
+impl TableSpec {
+    pub const DEFAULT_TABLE: &'static str = "product";
+    pub const DEFAULT_ID_COLUMN: &'static str = "id";
+    pub const DEFAULT_TIMESTAMP_COLUMN: &'static str = "last_updated";
+    /// The value columns, read under these names.
+    pub const VALUE_COLUMNS: [&'static str; 3] = ["name", "category", "price"];
+
+    /// `table` may be `schema.table`. Returns `Err((which, reason))` naming the bad argument
+    /// (`table`, `id_column` or `timestamp_column`).
+    pub fn new(
+        table: &str,
+        id_column: &str,
+        timestamp_column: &str,
+    ) -> Result<Self, (&'static str, String)> {
+        let (schema, table_name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, table),
+        };
+        if let Some(schema) = schema {
+            check_identifier(schema).map_err(|e| ("table", e))?;
+        }
+        check_identifier(table_name).map_err(|e| ("table", e))?;
+        check_identifier(id_column).map_err(|e| ("id_column", e))?;
+        check_identifier(timestamp_column).map_err(|e| ("timestamp_column", e))?;
+        if id_column == timestamp_column {
+            return Err((
+                "timestamp_column",
+                "must be another column than the id column".into(),
+            ));
+        }
+        Ok(Self {
+            schema: schema.map(str::to_owned),
+            table: table_name.to_owned(),
+            id_column: id_column.to_owned(),
+            timestamp_column: timestamp_column.to_owned(),
+        })
+    }
+}
+
+impl Default for TableSpec {
+    fn default() -> Self {
+        Self::new(
+            Self::DEFAULT_TABLE,
+            Self::DEFAULT_ID_COLUMN,
+            Self::DEFAULT_TIMESTAMP_COLUMN,
+        )
+        .expect("the defaults are valid")
+    }
+}
+
+impl fmt::Display for TableSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(schema) = &self.schema {
+            write!(f, "{schema}.")?;
+        }
+        f.write_str(&self.table)
+    }
+}
+
+/// A plain SQL identifier: a letter or `_`, then letters, digits, `_` or `$`, at most 63
+/// bytes (PostgreSQL's limit; MySQL allows 64). Names are used exactly as given (quoted), so in
+/// PostgreSQL they are case-sensitive.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && name.len() <= 63;
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a plain identifier (a letter or _, then letters, digits, _ or $; at \
+             most 63 characters)"
+        ))
+    }
+}
+
+/// Fails naming the columns of `spec` that `exists` does not know, and the variables that
+/// name them.
+fn missing_columns(spec: &TableSpec, exists: impl Fn(&str) -> bool) -> Result<(), SourceError> {
+    let wanted = [
+        (spec.id_column.as_str(), " (SOURCE_ID_COLUMN)"),
+        (spec.timestamp_column.as_str(), " (SOURCE_TIMESTAMP_COLUMN)"),
+    ]
+    .into_iter()
+    .chain(TableSpec::VALUE_COLUMNS.map(|c| (c, "")));
+    let missing: Vec<String> = wanted
+        .filter(|(name, _)| !exists(name))
+        .map(|(name, variable)| format!("{name}{variable}"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SourceError::Table(format!(
+            "table {spec} has no column {} (column names are matched exactly)",
+            missing.join(", no column ")
+        )))
+    }
+}
 
 /// One changed row as the source stores it, before validation. Values the Avro schema cannot
 /// carry (a NULL name, a NaN price) are still represented, so they can be reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRow {
-    pub id: i64,
+    pub id: RowKey,
     pub name: Option<String>,
     pub category: Option<String>,
     pub price: Option<f64>,
@@ -25,7 +142,7 @@ pub struct SourceRow {
 
 impl SourceRow {
     pub fn position(&self) -> Position {
-        Position::new(self.last_updated, self.id)
+        Position::new(self.last_updated, self.id.clone())
     }
 }
 
@@ -55,14 +172,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// A full batch means more rows may be waiting below the horizon: read again at once.
-    pub fn is_full(&self) -> bool {
-        self.rows.len() >= self.limit as usize
-    }
-
     /// The position of the last row (where the next read starts).
     pub fn end(&self) -> Option<Position> {
         self.rows.last().map(SourceRow::position)
+    }
+
+    /// A full batch means more rows may be waiting below the horizon: read again at once.
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.limit as usize
     }
 }
 
@@ -72,14 +189,32 @@ pub enum SourceError {
     Database(#[from] sqlx::Error),
     #[error("database URL is invalid: {0}")]
     Url(String),
+    /// The configured table or columns do not exist or cannot be captured (a configuration
+    /// problem: retrying does not help).
+    #[error("{0}")]
+    Table(String),
+    /// A cursor whose key is of the other kind than the table's id column (a watermark file of
+    /// another table).
+    #[error(
+        "the capture position's id {id:?} is {} but the id column holds {} values: the watermark \
+         file belongs to another table (delete it to capture from the beginning)",
+        id.kind(),
+        match kind { IdKind::Int => "integer", IdKind::Text => "text" }
+    )]
+    KeyKind { id: RowKey, kind: IdKind },
 }
 
 /// A table to capture changes from. Methods return `'static` futures (implementations hold
 /// cheap handles such as a connection pool), so callers can keep a read in flight while doing
 /// other work.
 pub trait Source: Send + Sync {
-    /// A short description for logs, without credentials (e.g. `mysql product table`).
+    /// A short description for logs, without credentials (e.g. `mysql table product`).
     fn describe(&self) -> String;
+
+    /// Checks that the table and its columns exist and can be captured, and returns the kind of
+    /// id (which decides the value schema). The result is kept: reads need it too (a read calls
+    /// it first if nobody did). Errors other than [`SourceError::Table`] are worth retrying.
+    fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>>;
 
     /// Up to `limit` rows after `after` (`None` = from the beginning) and below the read horizon,
     /// ordered by `(last_updated, id)`.
@@ -91,4 +226,35 @@ pub trait Source: Send + Sync {
 
     /// A cheap round trip, for readiness.
     fn ping(&self) -> BoxFuture<'static, Result<(), SourceError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        let spec = TableSpec::new("products", "product_id", "updated_timestamp").unwrap();
+        assert_eq!(spec.schema, None);
+        assert_eq!(spec.to_string(), "products");
+        let spec = TableSpec::new("shop.products", "product_id", "updated_timestamp").unwrap();
+        assert_eq!(spec.schema.as_deref(), Some("shop"));
+        assert_eq!(spec.table, "products");
+        assert_eq!(spec.to_string(), "shop.products");
+        assert_eq!(TableSpec::default().table, "product");
+
+        for (table, id, ts, which) in [
+            ("prod\"ucts", "id", "ts", "table"),
+            ("a.b.c", "id", "ts", "table"),
+            ("", "id", "ts", "table"),
+            ("products", "1id", "ts", "id_column"),
+            ("products", "id; DROP TABLE x", "ts", "id_column"),
+            ("products", "id", "`ts`", "timestamp_column"),
+            ("products", "id", "id", "timestamp_column"),
+            ("products", &"x".repeat(64), "ts", "id_column"),
+        ] {
+            let (bad, reason) = TableSpec::new(table, id, ts).unwrap_err();
+            assert_eq!(bad, which, "{table} {id} {ts}: {reason}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Capture from the MySQL/MariaDB `product` table.
+//! Capture from a MySQL/MariaDB table (`product` by default, see [`TableSpec`]). The id column
+//! must be an integer column (text ids are supported with PostgreSQL only).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolO
 use sqlx::Row;
 
 use super::open_transactions::{parse_innodb_status, Listing, ListingError, TransactionBounds};
-use super::{Batch, HorizonBound, Source, SourceError, SourceRow};
-use crate::position::{read_horizon, Position};
+use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
+use crate::position::{read_horizon, Position, RowKey};
 
 /// MySQL error 1227 (`ER_SPECIFIC_ACCESS_DENIED_ERROR`): e.g. `SHOW ENGINE INNODB STATUS` without
 /// the `PROCESS` privilege.
@@ -31,15 +32,93 @@ const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
-const READ_AFTER_SQL: &str = "\
-    SELECT id, name, category, price, last_updated FROM product \
-     WHERE last_updated >= ? AND last_updated < ? AND (last_updated > ? OR id > ?) \
-     ORDER BY last_updated, id LIMIT ?";
+/// The capture queries for one table, built once its columns are checked.
+#[derive(Debug)]
+struct Queries {
+    /// `(ts, id) > (?, ?)` below the horizon. `ts >= ?` lets the `(ts, id)` index serve the
+    /// range; the `OR` then skips the rows of the cursor's own timestamp up to its id.
+    after: String,
+    /// Rows stamped after `?` (a watermark holding only a timestamp) below the horizon.
+    after_timestamp: String,
+    /// Everything below the horizon.
+    from_start: String,
+}
 
-const READ_FROM_START_SQL: &str = "\
-    SELECT id, name, category, price, last_updated FROM product \
-     WHERE last_updated < ? \
-     ORDER BY last_updated, id LIMIT ?";
+impl Queries {
+    fn new(spec: &TableSpec) -> Self {
+        let q = |name: &str| format!("`{name}`");
+        let table = match &spec.schema {
+            Some(schema) => format!("{}.{}", q(schema), q(&spec.table)),
+            None => q(&spec.table),
+        };
+        let (id, ts) = (q(&spec.id_column), q(&spec.timestamp_column));
+        let select = format!(
+            "SELECT {id} AS id, `name` AS name, `category` AS category, `price` AS price, \
+             {ts} AS last_updated FROM {table}"
+        );
+        let order = format!("ORDER BY {ts}, {id} LIMIT ?");
+        Self {
+            after: format!(
+                "{select} WHERE {ts} >= ? AND {ts} < ? AND ({ts} > ? OR {id} > ?) {order}"
+            ),
+            after_timestamp: format!("{select} WHERE {ts} > ? AND {ts} < ? {order}"),
+            from_start: format!("{select} WHERE {ts} < ? {order}"),
+        }
+    }
+}
+
+/// The table's columns and their types (`information_schema.COLUMNS`); the default database
+/// when the spec names no schema.
+const COLUMNS_SQL: &str = "\
+    SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(DATA_TYPE AS CHAR) AS data_type, \
+           CAST(COLUMN_TYPE AS CHAR) AS column_type \
+      FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
+
+/// Checks the table's columns (the names are compared exactly) and builds its queries.
+fn check_columns(
+    spec: &TableSpec,
+    columns: &[(String, String, String)],
+) -> Result<Queries, SourceError> {
+    if columns.is_empty() {
+        return Err(SourceError::Table(format!(
+            "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
+             cannot see it"
+        )));
+    }
+    let find = |name: &str| columns.iter().find(|(n, _, _)| n == name);
+    super::missing_columns(spec, |name| find(name).is_some())?;
+    let (_, id_type, id_column_type) = find(&spec.id_column).expect("checked above");
+    let id_type = id_type.to_ascii_lowercase();
+    // Read as a signed 64-bit integer: unsigned columns do not decode into it.
+    let unsigned = id_column_type.to_ascii_lowercase().contains("unsigned");
+    if ![
+        "tinyint",
+        "smallint",
+        "mediumint",
+        "int",
+        "integer",
+        "bigint",
+    ]
+    .contains(&id_type.as_str())
+        || unsigned
+    {
+        return Err(SourceError::Table(format!(
+            "column {}.{} (SOURCE_ID_COLUMN) is {id_column_type}: MySQL/MariaDB capture needs a \
+             signed integer id column (text ids are supported with PostgreSQL)",
+            spec, spec.id_column
+        )));
+    }
+    let (_, ts_type, ts_column_type) = find(&spec.timestamp_column).expect("checked above");
+    if !["timestamp", "datetime"].contains(&ts_type.to_ascii_lowercase().as_str()) {
+        return Err(SourceError::Table(format!(
+            "column {}.{} (SOURCE_TIMESTAMP_COLUMN) is {ts_column_type}, not a TIMESTAMP or \
+             DATETIME column",
+            spec, spec.timestamp_column
+        )));
+    }
+    Ok(Queries::new(spec))
+}
 
 #[derive(sqlx::FromRow)]
 struct ProductRow {
@@ -53,7 +132,7 @@ struct ProductRow {
 impl From<ProductRow> for SourceRow {
     fn from(row: ProductRow) -> Self {
         Self {
-            id: row.id,
+            id: RowKey::Int(row.id),
             name: row.name,
             category: row.category,
             // DECIMAL(10,2) always converts; a failed conversion shows up as NaN and is rejected.
@@ -94,10 +173,13 @@ pub fn connect_lazy(url: &str) -> Result<MySqlPool, SourceError> {
     Ok(pool_options().connect_lazy_with(options))
 }
 
-/// The `product` table of a MySQL or MariaDB database.
+/// A table of a MySQL or MariaDB database.
 #[derive(Clone)]
 pub struct MySqlSource {
     pool: MySqlPool,
+    spec: Arc<TableSpec>,
+    /// Set by the first successful [`Source::inspect`].
+    queries: Arc<tokio::sync::OnceCell<Queries>>,
     delay: Duration,
     /// False once listing InnoDB's transactions was refused: the horizon is then the window alone.
     transactions_visible: Arc<AtomicBool>,
@@ -105,9 +187,11 @@ pub struct MySqlSource {
 }
 
 impl MySqlSource {
-    pub fn new(pool: MySqlPool, capture_delay: Duration) -> Self {
+    pub fn new(pool: MySqlPool, spec: TableSpec, capture_delay: Duration) -> Self {
         Self {
             pool,
+            spec: Arc::new(spec),
+            queries: Arc::default(),
             delay: capture_delay,
             transactions_visible: Arc::new(AtomicBool::new(true)),
             horizon_state: Arc::default(),
@@ -190,26 +274,60 @@ impl MySqlSource {
         Ok(parse_innodb_status(&status, own_connection).map(|open| Listing { listed_after, open }))
     }
 
+    async fn queries(&self) -> Result<&Queries, SourceError> {
+        self.queries
+            .get_or_try_init(|| async {
+                let columns: Vec<(String, String, String)> = sqlx::query_as(COLUMNS_SQL)
+                    .bind(self.spec.schema.as_deref())
+                    .bind(&self.spec.table)
+                    .fetch_all(&self.pool)
+                    .await?;
+                check_columns(&self.spec, &columns)
+            })
+            .await
+    }
+
     async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
+        let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon().await?;
         let horizon_utc = horizon.and_utc();
         let rows: Vec<ProductRow> = match after {
             None => {
-                sqlx::query_as(READ_FROM_START_SQL)
+                sqlx::query_as(&queries.from_start)
                     .bind(horizon_utc)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
-            Some(cursor) => {
-                let from = cursor.last_updated.and_utc();
-                sqlx::query_as(READ_AFTER_SQL)
+            Some(Position {
+                last_updated,
+                id: None,
+            }) => {
+                sqlx::query_as(&queries.after_timestamp)
+                    .bind(last_updated.and_utc())
+                    .bind(horizon_utc)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(Position {
+                last_updated,
+                id: Some(id),
+            }) => {
+                let RowKey::Int(id) = id else {
+                    return Err(SourceError::KeyKind {
+                        id,
+                        kind: IdKind::Int,
+                    });
+                };
+                let from = last_updated.and_utc();
+                sqlx::query_as(&queries.after)
                     .bind(from)
                     .bind(horizon_utc)
                     .bind(from)
-                    .bind(cursor.id)
+                    .bind(id)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
@@ -235,7 +353,16 @@ fn is_privilege_error(error: &sqlx::Error) -> bool {
 
 impl Source for MySqlSource {
     fn describe(&self) -> String {
-        "mysql product table".into()
+        format!("mysql table {}", self.spec)
+    }
+
+    fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>> {
+        let this = self.clone();
+        async move {
+            this.queries().await?;
+            Ok(IdKind::Int)
+        }
+        .boxed()
     }
 
     fn read_batch(
@@ -254,5 +381,68 @@ impl Source for MySqlSource {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(n, t, c)| (n.to_string(), t.to_string(), c.to_string()))
+            .collect()
+    }
+
+    fn product() -> Vec<(String, String, String)> {
+        columns(&[
+            ("id", "int", "int(11)"),
+            ("name", "varchar", "varchar(255)"),
+            ("category", "varchar", "varchar(255)"),
+            ("price", "decimal", "decimal(10,2)"),
+            ("last_updated", "timestamp", "timestamp(6)"),
+        ])
+    }
+
+    #[test]
+    fn the_configured_names_are_quoted_into_the_queries() {
+        let spec = TableSpec::new("shop.items", "item_id", "changed_at").unwrap();
+        let mut cols = product();
+        cols[0].0 = "item_id".into();
+        cols[4].0 = "changed_at".into();
+        let q = check_columns(&spec, &cols).unwrap();
+        assert!(
+            q.after.contains("FROM `shop`.`items`")
+                && q.after.contains("(`changed_at` > ? OR `item_id` > ?)")
+                && q.after
+                    .ends_with("ORDER BY `changed_at`, `item_id` LIMIT ?"),
+            "{}",
+            q.after
+        );
+        let default = check_columns(&TableSpec::default(), &product()).unwrap();
+        assert!(
+            default.from_start.contains("`id` AS id"),
+            "{}",
+            default.from_start
+        );
+    }
+
+    #[test]
+    fn missing_columns_and_unusable_ids_are_named() {
+        let spec = TableSpec::default();
+        let err = check_columns(&spec, &[]).err().unwrap().to_string();
+        assert!(err.contains("table product (SOURCE_TABLE)"), "{err}");
+        let cols: Vec<_> = product().into_iter().filter(|c| c.0 != "id").collect();
+        let err = check_columns(&spec, &cols).err().unwrap().to_string();
+        assert!(err.contains("no column id (SOURCE_ID_COLUMN)"), "{err}");
+        for (data_type, column_type) in [("varchar", "varchar(50)"), ("int", "int(10) unsigned")] {
+            let mut cols = product();
+            cols[0] = ("id".into(), data_type.into(), column_type.into());
+            let err = check_columns(&spec, &cols).err().unwrap().to_string();
+            assert!(
+                err.contains("SOURCE_ID_COLUMN") && err.contains(column_type),
+                "{err}"
+            );
+        }
     }
 }

@@ -62,34 +62,16 @@ impl TestBed {
 
     /// The environment a producer of this test bed runs with (short intervals for tests).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("DATABASE_URL".into(), self.db.url.clone()),
-            (
-                "KAFKA_BOOTSTRAP_SERVERS".into(),
-                testkit::kafka().bootstrap_servers,
-            ),
-            ("SCHEMA_REGISTRY_URL".into(), self.registry_url.clone()),
-            ("TOPIC".into(), self.topic.name.clone()),
-            ("TOPIC_PARTITIONS".into(), PARTITIONS.to_string()),
-            (
-                "WATERMARK_PATH".into(),
-                self.watermark_path().display().to_string(),
-            ),
-            ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
-            ("POLL_INTERVAL_MS".into(), "100".into()),
-            ("CAPTURE_DELAY_MS".into(), "200".into()),
-        ]
+        test_env(
+            &self.db.url,
+            &self.topic,
+            &self.registry_url,
+            &self.watermark_path(),
+        )
     }
 
     pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
-        let mut vars: HashMap<String, String> = self.env().into_iter().collect();
-        for (k, v) in overrides {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
-        Config::from_env(&Env::from_pairs(
-            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ))
-        .expect("valid test config")
+        config_from(self.env(), overrides)
     }
 
     pub async fn connect(&self) -> MySqlConnection {
@@ -103,32 +85,85 @@ impl TestBed {
 
     /// Reads the topic from the beginning until at least `expected` records came (or 60 s).
     pub async fn read(&self, expected: usize) -> Vec<Received> {
-        let messages = testkit::read_topic(&self.topic, expected, Duration::from_secs(60)).await;
-        let mut received = Vec::with_capacity(messages.len());
-        for message in messages {
-            received.push(self.decode(&message).await);
-        }
-        received
+        read_decoded(&self.topic, &self.registry, expected).await
     }
 
     pub async fn decode(&self, message: &OwnedMessage) -> Received {
-        let payload = message.payload().expect("record has a value");
-        let (schema_id, datum) = unframe(payload).expect("Confluent wire format");
-        let schema = self
-            .registry
-            .schema(schema_id)
-            .await
-            .expect("writer schema from the registry");
-        Received {
-            key: testkit::key_text(message),
-            partition: message.partition(),
-            offset: message.offset(),
-            product: decode_product(&schema, datum).expect("value decodes"),
-        }
+        decode(&self.registry, message).await
     }
 
     pub async fn drop_database(self) {
         self.db.drop_database().await;
+    }
+}
+
+/// The environment of a test producer capturing from `database_url` (short intervals).
+pub fn test_env(
+    database_url: &str,
+    topic: &TopicConfig,
+    registry_url: &str,
+    watermark_path: &std::path::Path,
+) -> Vec<(String, String)> {
+    vec![
+        ("DATABASE_URL".into(), database_url.to_owned()),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS".into(),
+            testkit::kafka().bootstrap_servers,
+        ),
+        ("SCHEMA_REGISTRY_URL".into(), registry_url.to_owned()),
+        ("TOPIC".into(), topic.name.clone()),
+        ("TOPIC_PARTITIONS".into(), PARTITIONS.to_string()),
+        (
+            "WATERMARK_PATH".into(),
+            watermark_path.display().to_string(),
+        ),
+        ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("POLL_INTERVAL_MS".into(), "100".into()),
+        ("CAPTURE_DELAY_MS".into(), "200".into()),
+    ]
+}
+
+/// `env` with `overrides` applied, as a config.
+pub fn config_from(env: Vec<(String, String)>, overrides: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = env.into_iter().collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Config::from_env(&Env::from_pairs(
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+    .expect("valid test config")
+}
+
+/// Reads `topic` from the beginning until at least `expected` records came (or 60 s), decoding
+/// each value with its writer schema from `registry`.
+pub async fn read_decoded(
+    topic: &TopicConfig,
+    registry: &RegistryClient,
+    expected: usize,
+) -> Vec<Received> {
+    let messages = testkit::read_topic(topic, expected, Duration::from_secs(60)).await;
+    let mut received = Vec::with_capacity(messages.len());
+    for message in messages {
+        received.push(decode(registry, &message).await);
+    }
+    received
+}
+
+/// Decodes one record with its writer schema from `registry`.
+pub async fn decode(registry: &RegistryClient, message: &OwnedMessage) -> Received {
+    let payload = message.payload().expect("record has a value");
+    let (schema_id, datum) = unframe(payload).expect("Confluent wire format");
+    let schema = registry
+        .schema(schema_id)
+        .await
+        .expect("writer schema from the registry");
+    Received {
+        key: testkit::key_text(message),
+        partition: message.partition(),
+        offset: message.offset(),
+        schema_id,
+        product: decode_product(&schema, datum).expect("value decodes"),
     }
 }
 
@@ -138,14 +173,21 @@ pub struct Received {
     pub key: String,
     pub partition: i32,
     pub offset: i64,
+    /// The writer schema's registry id.
+    pub schema_id: u32,
     pub product: Product,
 }
 
 impl Received {
+    /// The integer product id (the MySQL tests' tables have integer ids).
+    pub fn id(&self) -> i32 {
+        self.product.id.as_int().expect("an integer id")
+    }
+
     /// The row version it carries.
     pub fn version(&self) -> (i32, i64) {
         (
-            self.product.id,
+            self.id(),
             self.product.last_updated_micros.expect("exact timestamp"),
         )
     }

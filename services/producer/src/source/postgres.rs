@@ -1,0 +1,475 @@
+//! Capture from a PostgreSQL table: `product` by default, or e.g. prototype 002's `products`
+//! (`product_id VARCHAR` key, `updated_timestamp`), see [`TableSpec`].
+//!
+//! * Ids: integer columns (`smallint`, `integer`, `bigint`) or text columns (`varchar`,
+//!   `text`). Text ids are ordered by their bytes: `ORDER BY ts, id COLLATE "C"` and the same
+//!   `COLLATE "C"` in the keyset comparison, whatever the column's own collation, so the order
+//!   is deterministic and the same as Rust's `String` order (which the producer uses when it
+//!   compares positions, e.g. after a read-back).
+//! * Timestamps: `timestamp` columns are taken as UTC; `timestamptz` columns are converted to
+//!   UTC (`AT TIME ZONE 'UTC'`). The producer's sessions run with `TimeZone = UTC`.
+//! * `price` is read as `float8` (a `NUMERIC(10,2)` converts exactly to the nearest double).
+//!
+//! The read horizon: `now()` / `CURRENT_TIMESTAMP` is the start time of the writing transaction,
+//! so a row a transaction writes is stamped at or after the transaction's start (its
+//! `pg_stat_activity.xact_start`). Rows stamped before the start of the oldest open transaction
+//! in this database can therefore no longer appear; the horizon is
+//! `min(clock_timestamp(), min(xact_start)) - CAPTURE_DELAY_MS`. Every open transaction counts,
+//! also one that has not written yet (no `backend_xid`): it may write later, stamped with its
+//! old start time. A session whose `xact_start` the producer's user cannot see (another user's
+//! session, without `pg_read_all_stats`) makes that read fall back to the window alone, with a
+//! warning.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
+use crate::position::{read_horizon, Position, RowKey};
+
+/// The database clock (not `now()`, which stands still inside a transaction).
+const NOW_SQL: &str = "SELECT (clock_timestamp() AT TIME ZONE 'UTC') AS db_now";
+
+/// The start of the oldest open transaction of another client session of this database, and
+/// how many such sessions hide their state from us (`state` is NULL for another user's session
+/// without `pg_read_all_stats`).
+const ACTIVITY_SQL: &str = "\
+    SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
+           count(*) FILTER (WHERE state IS NULL) AS hidden \
+      FROM pg_stat_activity \
+     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' \
+       AND datname = current_database() \
+       AND (xact_start IS NOT NULL OR state IS NULL)";
+
+/// The table's columns and their type names; none when the table does not exist.
+const COLUMNS_SQL: &str = "\
+    SELECT a.attname::text AS name, t.typname::text AS type_name, \
+           format_type(a.atttypid, a.atttypmod) AS type \
+      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// How the timestamp column stores time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimestampKind {
+    /// `timestamp without time zone`, taken as UTC.
+    Naive,
+    /// `timestamp with time zone`.
+    Zoned,
+}
+
+/// The capture queries for one table, built once its columns are checked.
+#[derive(Debug)]
+struct Queries {
+    id_kind: IdKind,
+    /// `(ts, id) > ($1, $3)` and `ts < $2`, limit `$4`.
+    after: String,
+    /// `ts > $1` and `ts < $2`, limit `$3` (a watermark holding only a timestamp).
+    after_timestamp: String,
+    /// `ts < $1`, limit `$2`.
+    from_start: String,
+    /// Counts the rows whose timestamp is NULL (they cannot be captured).
+    null_timestamps: String,
+}
+
+fn quote(name: &str) -> String {
+    // TableSpec only admits plain identifiers; doubling quotes keeps this safe regardless.
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn qualified_table(spec: &TableSpec) -> String {
+    match &spec.schema {
+        Some(schema) => format!("{}.{}", quote(schema), quote(&spec.table)),
+        None => quote(&spec.table),
+    }
+}
+
+impl Queries {
+    fn new(spec: &TableSpec, id_kind: IdKind, ts_kind: TimestampKind) -> Self {
+        let table = qualified_table(spec);
+        let (id, ts) = (quote(&spec.id_column), quote(&spec.timestamp_column));
+        let (id_select, id_order) = match id_kind {
+            IdKind::Int => (format!("{id}::int8"), id.clone()),
+            IdKind::Text => (format!("{id}::text"), format!("{id} COLLATE \"C\"")),
+        };
+        let (ts_select, param): (String, fn(u8) -> String) = match ts_kind {
+            TimestampKind::Naive => (ts.clone(), |n: u8| format!("${n}::timestamp")),
+            TimestampKind::Zoned => (format!("({ts} AT TIME ZONE 'UTC')"), |n: u8| {
+                format!("(${n}::timestamp AT TIME ZONE 'UTC')")
+            }),
+        };
+        let select = format!(
+            "SELECT {id_select} AS id, \"name\"::text AS name, \"category\"::text AS category, \
+             \"price\"::float8 AS price, {ts_select} AS last_updated FROM {table}"
+        );
+        let order = format!("ORDER BY {ts}, {id_order}");
+        Self {
+            id_kind,
+            after: format!(
+                "{select} WHERE {ts} >= {p1} AND {ts} < {p2} AND ({ts} > {p1} OR {id_order} > $3) \
+                 {order} LIMIT $4",
+                p1 = param(1),
+                p2 = param(2),
+            ),
+            after_timestamp: format!(
+                "{select} WHERE {ts} > {p1} AND {ts} < {p2} {order} LIMIT $3",
+                p1 = param(1),
+                p2 = param(2),
+            ),
+            from_start: format!("{select} WHERE {ts} < {p1} {order} LIMIT $2", p1 = param(1)),
+            null_timestamps: format!("SELECT count(*) FROM {table} WHERE {ts} IS NULL"),
+        }
+    }
+}
+
+/// Checks the table's columns `(name, type name, formatted type)` and builds its queries.
+fn check_columns(
+    spec: &TableSpec,
+    columns: &[(String, String, String)],
+) -> Result<Queries, SourceError> {
+    if columns.is_empty() {
+        return Err(SourceError::Table(format!(
+            "table {spec} (SOURCE_TABLE) does not exist in the database (names are \
+             case-sensitive; an unqualified name is looked up on the search_path)"
+        )));
+    }
+    let find = |name: &str| columns.iter().find(|(n, _, _)| n == name);
+    super::missing_columns(spec, |name| find(name).is_some())?;
+    let (_, id_type, id_shown) = find(&spec.id_column).expect("checked above");
+    let id_kind = match id_type.as_str() {
+        "int2" | "int4" | "int8" => IdKind::Int,
+        "varchar" | "text" => IdKind::Text,
+        _ => {
+            return Err(SourceError::Table(format!(
+                "column {spec}.{} (SOURCE_ID_COLUMN) is {id_shown}: the id column must be \
+                 smallint, integer, bigint, varchar or text",
+                spec.id_column
+            )))
+        }
+    };
+    let (_, ts_type, ts_shown) = find(&spec.timestamp_column).expect("checked above");
+    let ts_kind = match ts_type.as_str() {
+        "timestamp" => TimestampKind::Naive,
+        "timestamptz" => TimestampKind::Zoned,
+        _ => {
+            return Err(SourceError::Table(format!(
+                "column {spec}.{} (SOURCE_TIMESTAMP_COLUMN) is {ts_shown}, not a timestamp or \
+                 timestamptz column",
+                spec.timestamp_column
+            )))
+        }
+    };
+    let (_, price_type, price_shown) = find("price").expect("checked above");
+    if !["numeric", "float4", "float8", "int2", "int4", "int8"].contains(&price_type.as_str()) {
+        return Err(SourceError::Table(format!(
+            "column {spec}.price is {price_shown}, not a number column"
+        )));
+    }
+    Ok(Queries::new(spec, id_kind, ts_kind))
+}
+
+fn source_row(row: &PgRow, id_kind: IdKind) -> Result<SourceRow, sqlx::Error> {
+    Ok(SourceRow {
+        id: match id_kind {
+            IdKind::Int => RowKey::Int(row.try_get("id")?),
+            IdKind::Text => RowKey::Text(row.try_get("id")?),
+        },
+        name: row.try_get("name")?,
+        category: row.try_get("category")?,
+        price: row.try_get("price")?,
+        last_updated: row.try_get("last_updated")?,
+    })
+}
+
+/// Connection pool options: sessions run in UTC and show up as `productstream-producer`.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::query("SET TIME ZONE 'UTC'").execute(conn).await?;
+                Ok(())
+            })
+        })
+}
+
+/// A lazily connecting pool for `url` (the producer starts even while the database is down).
+pub fn connect_lazy(url: &str) -> Result<PgPool, SourceError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| SourceError::Url(e.to_string()))?
+        .application_name("productstream-producer");
+    Ok(pool_options().connect_lazy_with(options))
+}
+
+/// A table of a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgSource {
+    pool: PgPool,
+    spec: Arc<TableSpec>,
+    /// Set by the first successful [`Source::inspect`].
+    queries: Arc<tokio::sync::OnceCell<Queries>>,
+    delay: Duration,
+    /// Whether the last horizon could see every session (to warn once per change).
+    sees_all: Arc<AtomicBool>,
+    /// The last horizon; a horizon never has to move back (each one stays safe).
+    last: Arc<Mutex<Option<NaiveDateTime>>>,
+}
+
+impl PgSource {
+    pub fn new(pool: PgPool, spec: TableSpec, capture_delay: Duration) -> Self {
+        Self {
+            pool,
+            spec: Arc::new(spec),
+            queries: Arc::default(),
+            delay: capture_delay,
+            sees_all: Arc::new(AtomicBool::new(true)),
+            last: Arc::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn queries(&self) -> Result<&Queries, SourceError> {
+        self.queries
+            .get_or_try_init(|| async {
+                let columns: Vec<(String, String, String)> = sqlx::query_as(COLUMNS_SQL)
+                    .bind(qualified_table(&self.spec))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let queries = check_columns(&self.spec, &columns)?;
+                let (nulls,): (i64,) = sqlx::query_as(&queries.null_timestamps)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if nulls > 0 {
+                    tracing::warn!(
+                        table = %self.spec,
+                        column = %self.spec.timestamp_column,
+                        rows = nulls,
+                        "rows with a NULL timestamp cannot be captured until they get one"
+                    );
+                }
+                Ok(queries)
+            })
+            .await
+    }
+
+    async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
+        let mut conn = self.pool.acquire().await?;
+        // The clock first, then the sessions: a transaction that started before `db_now` (less
+        // the moment between its first statement's arrival and its start being published,
+        // covered by the delay) is listed, or has ended.
+        let (db_now,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
+        let (oldest, hidden): (Option<NaiveDateTime>, i64) =
+            sqlx::query_as(ACTIVITY_SQL).fetch_one(&mut *conn).await?;
+        drop(conn);
+        let bound = if hidden > 0 {
+            if self.sees_all.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    sessions = hidden,
+                    delay_ms = self.delay.as_millis(),
+                    "cannot see when other users' transactions started (grant pg_read_all_stats \
+                     to the producer's database user); the read horizon falls back to \
+                     CAPTURE_DELAY_MS for them: a row whose transaction stays open longer than \
+                     that can be missed"
+                );
+            }
+            HorizonBound::WindowOnly
+        } else {
+            if !self.sees_all.swap(true, Ordering::Relaxed) {
+                tracing::info!("every session's transaction start is visible again");
+            }
+            match oldest {
+                Some(started) if started < db_now => HorizonBound::OpenTransaction,
+                _ => HorizonBound::Window,
+            }
+        };
+        let horizon = read_horizon(db_now, oldest, self.delay);
+        let mut last = self.last.lock().expect("horizon lock");
+        let horizon = last.map_or(horizon, |h| h.max(horizon));
+        *last = Some(horizon);
+        Ok((horizon, bound))
+    }
+
+    async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
+        let queries = self.queries().await?;
+        // The horizon first, then the rows: a transaction that commits in between is either
+        // visible to the read or was open when the horizon was taken.
+        let (horizon, bound) = self.horizon().await?;
+        let limit_param = i64::from(limit);
+        let rows: Vec<PgRow> = match after {
+            None => {
+                sqlx::query(&queries.from_start)
+                    .bind(horizon)
+                    .bind(limit_param)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(Position {
+                last_updated,
+                id: None,
+            }) => {
+                sqlx::query(&queries.after_timestamp)
+                    .bind(last_updated)
+                    .bind(horizon)
+                    .bind(limit_param)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(Position {
+                last_updated,
+                id: Some(id),
+            }) => {
+                let query = sqlx::query(&queries.after).bind(last_updated).bind(horizon);
+                let query = match (id, queries.id_kind) {
+                    (RowKey::Int(id), IdKind::Int) => query.bind(id),
+                    (RowKey::Text(id), IdKind::Text) => query.bind(id),
+                    (id, kind) => return Err(SourceError::KeyKind { id, kind }),
+                };
+                query.bind(limit_param).fetch_all(&self.pool).await?
+            }
+        };
+        let rows = rows
+            .iter()
+            .map(|row| source_row(row, queries.id_kind))
+            .collect::<Result<_, _>>()?;
+        Ok(Batch {
+            rows,
+            horizon,
+            bound,
+            limit,
+        })
+    }
+}
+
+impl Source for PgSource {
+    fn describe(&self) -> String {
+        format!("postgres table {}", self.spec)
+    }
+
+    fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>> {
+        let this = self.clone();
+        async move { Ok(this.queries().await?.id_kind) }.boxed()
+    }
+
+    fn read_batch(
+        &self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> BoxFuture<'static, Result<Batch, SourceError>> {
+        let this = self.clone();
+        async move { this.read(after, limit).await }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'static, Result<(), SourceError>> {
+        let pool = self.pool.clone();
+        async move {
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(list: &[(&str, &str)]) -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string(), t.to_string()))
+            .collect()
+    }
+
+    fn prototype_002() -> Vec<(String, String, String)> {
+        columns(&[
+            ("product_id", "varchar"),
+            ("name", "varchar"),
+            ("category", "varchar"),
+            ("price", "numeric"),
+            ("updated_timestamp", "timestamp"),
+        ])
+    }
+
+    fn spec() -> TableSpec {
+        TableSpec::new("products", "product_id", "updated_timestamp").unwrap()
+    }
+
+    #[test]
+    fn text_ids_compare_and_order_in_byte_order() {
+        let q = check_columns(&spec(), &prototype_002()).unwrap();
+        assert_eq!(q.id_kind, IdKind::Text);
+        assert!(
+            q.after.contains(
+                r#"("updated_timestamp" > $1::timestamp OR "product_id" COLLATE "C" > $3)"#
+            ),
+            "{}",
+            q.after
+        );
+        assert!(
+            q.after
+                .contains(r#"ORDER BY "updated_timestamp", "product_id" COLLATE "C" LIMIT $4"#),
+            "{}",
+            q.after
+        );
+        assert!(q.after.contains(r#"FROM "products""#), "{}", q.after);
+    }
+
+    #[test]
+    fn zoned_timestamps_are_converted_to_utc_both_ways() {
+        let mut cols = prototype_002();
+        cols[4].1 = "timestamptz".into();
+        cols[0].1 = "int4".into();
+        let q = check_columns(&spec(), &cols).unwrap();
+        assert_eq!(q.id_kind, IdKind::Int);
+        assert!(
+            q.from_start
+                .contains(r#"("updated_timestamp" AT TIME ZONE 'UTC') AS last_updated"#)
+                && q.from_start
+                    .contains(r#"WHERE "updated_timestamp" < ($1::timestamp AT TIME ZONE 'UTC')"#),
+            "{}",
+            q.from_start
+        );
+        assert!(q.after.contains(r#""product_id" > $3"#), "{}", q.after);
+    }
+
+    #[test]
+    fn missing_tables_columns_and_unusable_types_are_named() {
+        let err = check_columns(&spec(), &[]).err().unwrap().to_string();
+        assert!(
+            err.contains("products") && err.contains("SOURCE_TABLE"),
+            "{err}"
+        );
+
+        let cols: Vec<_> = prototype_002()
+            .into_iter()
+            .filter(|c| c.0 != "updated_timestamp" && c.0 != "price")
+            .collect();
+        let err = check_columns(&spec(), &cols).err().unwrap().to_string();
+        assert!(
+            err.contains("updated_timestamp (SOURCE_TIMESTAMP_COLUMN)") && err.contains("price"),
+            "{err}"
+        );
+
+        let mut cols = prototype_002();
+        cols[0] = ("product_id".into(), "uuid".into(), "uuid".into());
+        let err = check_columns(&spec(), &cols).err().unwrap().to_string();
+        assert!(
+            err.contains("SOURCE_ID_COLUMN") && err.contains("uuid"),
+            "{err}"
+        );
+
+        let mut cols = prototype_002();
+        cols[4] = ("updated_timestamp".into(), "date".into(), "date".into());
+        let err = check_columns(&spec(), &cols).err().unwrap().to_string();
+        assert!(err.contains("SOURCE_TIMESTAMP_COLUMN"), "{err}");
+    }
+}
