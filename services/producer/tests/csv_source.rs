@@ -518,6 +518,8 @@ async fn sigkill_mid_file_loses_nothing_and_the_read_back_prevents_duplicates() 
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Land the kill at different moments of the next batch (enqueued, partly acknowledged).
+        tokio::time::sleep(Duration::from_millis(3 + 9 * kill as u64)).await;
         process.0.kill().expect("SIGKILL");
         process.0.wait().unwrap();
     }

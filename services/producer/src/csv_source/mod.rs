@@ -183,10 +183,16 @@ impl CsvCapture {
     /// Streams the file until its end (or, with `CSV_FOLLOW`, until `shutdown`).
     pub async fn run(mut self, run: CsvRun, shutdown: CancellationToken) -> Result<(), CsvError> {
         run.metrics.horizon_sees_transactions.set(0);
-        if !self.complete_offsets(&run, &shutdown).await? {
+        let Some(all_at_end) = self.complete_offsets(&run, &shutdown).await? else {
             return Ok(());
-        }
-        let Some(mut delivered) = self.read_back(&run, &shutdown).await else {
+        };
+        // Offsets just taken from the end of the topic cannot have our records after them.
+        let delivered = if all_at_end {
+            Some(DeliveredOffsets::default())
+        } else {
+            self.read_back(&run, &shutdown).await
+        };
+        let Some(mut delivered) = delivered else {
             return Ok(());
         };
         let mut acknowledged = self.position.next_offsets.clone();
@@ -406,12 +412,14 @@ impl CsvCapture {
         Ok(acks)
     }
 
-    /// Makes sure the position knows, for every partition, from where to read back.
+    /// Makes sure the position knows, for every partition, from where to read back. Returns
+    /// whether every partition's offset was just taken from the end of the topic (`None` on
+    /// shutdown).
     async fn complete_offsets(
         &mut self,
         run: &CsvRun,
         shutdown: &CancellationToken,
-    ) -> Result<bool, CsvError> {
+    ) -> Result<Option<bool>, CsvError> {
         if self.position.topic.as_deref() != Some(run.topic.as_str()) {
             if self.position.topic.is_some() {
                 tracing::warn!(
@@ -426,8 +434,9 @@ impl CsvCapture {
             .filter(|p| !self.position.next_offsets.contains_key(p))
             .collect();
         if missing.is_empty() {
-            return Ok(true);
+            return Ok(Some(false));
         }
+        let all_missing = missing.len() == run.partitions as usize;
         let mut failures = 0;
         let ends = loop {
             match end_offsets(&run.kafka, &run.topic, run.partitions).await {
@@ -437,7 +446,7 @@ impl CsvCapture {
                     let delay = backoff(Duration::from_millis(500), failures);
                     tracing::warn!(error = %e, topic = %run.topic, retry_in = ?delay, "cannot read the topic's end offsets yet");
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(false),
+                        () = shutdown.cancelled() => return Ok(None),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -451,7 +460,7 @@ impl CsvCapture {
         self.position.topic = Some(run.topic.clone());
         let (offset, line) = (self.position.byte_offset, self.position.line);
         self.store_position((offset, line)).await?;
-        Ok(true)
+        Ok(Some(all_missing))
     }
 
     /// The records of this file after the durable position that are already in the topic.
