@@ -34,6 +34,15 @@ const LEFT_TO_DEFAULTS: &[(&str, &str)] = &[
         "CONSUMER_SLOT",
         "consumer replicas claim the lowest free slot themselves; pinning would break --scale",
     ),
+    (
+        "CSV_PATH",
+        "only for the producer's SOURCE=csv (streaming a CSV file); compose runs table capture",
+    ),
+    ("CSV_KEY_COLUMN", "only for the producer's SOURCE=csv"),
+    (
+        "VALUE_SCHEMA",
+        "only for the producer's SOURCE=csv with VALUE_FORMAT=avro",
+    ),
 ];
 
 /// What each service must be told explicitly in compose (its defaults are for the native run).

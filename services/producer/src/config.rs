@@ -10,13 +10,27 @@
 //! | `SCHEMA_REGISTRY_URL`, `SCHEMA_REGISTRY_USERNAME`, `SCHEMA_REGISTRY_PASSWORD` | `http://127.0.0.1:8081` | registry |
 //! | `TOPIC`, `TOPIC_PARTITIONS` | `product_updates`, `10` | target topic, created if missing |
 //! | `TOPIC_REPLICATION_FACTOR` | `-1` (broker default) | replication factor when creating the topic |
-//! | `WATERMARK_PATH` | `time_track/last_read_timestamp.json` | durable capture position |
+//! | `SOURCE` | `table` | `table` (capture the MySQL `product` table) or `csv` (stream a CSV file) |
+//! | `WATERMARK_PATH` | `time_track/last_read_timestamp.json`; `time_track/csv_position.json` with `SOURCE=csv` | durable capture position |
 //! | `BATCH_SIZE` | `5000` | rows per read |
 //! | `POLL_INTERVAL_MS` | `50` | pause between reads once caught up |
 //! | `CAPTURE_DELAY_MS` | `50` | safety margin below the read horizon |
 //! | `KAFKA_COMPRESSION` | `none` | `none`, `gzip`, `snappy`, `lz4` or `zstd` |
 //! | `DEAD_LETTER_TOPIC` | unset (no dead-letter topic) | where rejected rows go, as JSON |
 //! | `HTTP_ADDR` | `127.0.0.1:9102` | `/health`, `/ready`, `/metrics` |
+//!
+//! With `SOURCE=csv` (see [`crate::csv_source`]; `DATABASE_URL` and `CAPTURE_DELAY_MS` are not
+//! used then):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CSV_PATH` | required | the CSV file (header line first) |
+//! | `CSV_KEY_COLUMN` | required | the column whose text is the record key |
+//! | `VALUE_FORMAT` | `json` | `json` (one typed object per row) or `avro` |
+//! | `VALUE_SCHEMA` | required with `avro` | path of the `.avsc` record schema, registered under `{TOPIC}-value` |
+//! | `CSV_FOLLOW` | `false` | `false`: stop (exit 0) at the end of the file once all is acknowledged; `true`: keep reading rows appended to it |
+//!
+//! Setting a CSV variable without `SOURCE=csv` is an error.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -59,10 +73,108 @@ pub struct Config {
     pub dead_letter_topic: Option<String>,
     /// `HTTP_ADDR`.
     pub http_addr: SocketAddr,
+    /// `SOURCE` and, for `csv`, its settings.
+    pub source: SourceKind,
+}
+
+/// `SOURCE`: where records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The MySQL/MariaDB `product` table (the default).
+    Table,
+    /// A CSV file.
+    Csv(CsvConfig),
+}
+
+/// The settings of `SOURCE=csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvConfig {
+    /// `CSV_PATH`.
+    pub path: PathBuf,
+    /// `CSV_KEY_COLUMN`.
+    pub key_column: String,
+    /// `VALUE_FORMAT` (+ `VALUE_SCHEMA`).
+    pub value_format: ValueFormat,
+    /// `CSV_FOLLOW`.
+    pub follow: bool,
+}
+
+/// `VALUE_FORMAT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueFormat {
+    Json,
+    /// Avro with the record schema at `VALUE_SCHEMA`.
+    Avro {
+        schema_path: PathBuf,
+    },
+}
+
+impl SourceKind {
+    const CSV_VARIABLES: [&'static str; 5] = [
+        "CSV_PATH",
+        "CSV_KEY_COLUMN",
+        "VALUE_FORMAT",
+        "VALUE_SCHEMA",
+        "CSV_FOLLOW",
+    ];
+
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.one_of("SOURCE", "table", &["table", "csv"])?.as_str() {
+            "table" => {
+                if let Some(name) = Self::CSV_VARIABLES
+                    .iter()
+                    .find(|name| env.optional(name).is_some())
+                {
+                    return Err(ConfigError::Invalid {
+                        name: (*name).into(),
+                        value: env.optional(name).unwrap_or_default(),
+                        expected: "to be unset: it is used only with SOURCE=csv".into(),
+                    });
+                }
+                Ok(Self::Table)
+            }
+            _ => {
+                let value_format = match env
+                    .one_of("VALUE_FORMAT", "json", &["json", "avro"])?
+                    .as_str()
+                {
+                    "json" => {
+                        if let Some(schema) = env.optional("VALUE_SCHEMA") {
+                            return Err(ConfigError::Invalid {
+                                name: "VALUE_SCHEMA".into(),
+                                value: schema,
+                                expected: "to be unset with VALUE_FORMAT=json (a schema is used only with VALUE_FORMAT=avro)".into(),
+                            });
+                        }
+                        ValueFormat::Json
+                    }
+                    _ => ValueFormat::Avro {
+                        schema_path: PathBuf::from(env.required(
+                            "VALUE_SCHEMA",
+                            "the path of an Avro record schema (.avsc) with VALUE_FORMAT=avro",
+                        )?),
+                    },
+                };
+                Ok(Self::Csv(CsvConfig {
+                    path: PathBuf::from(env.required(
+                        "CSV_PATH",
+                        "the path of the CSV file to stream with SOURCE=csv",
+                    )?),
+                    key_column: env.required(
+                        "CSV_KEY_COLUMN",
+                        "the header name of the column holding the record key (e.g. customer_id) with SOURCE=csv",
+                    )?,
+                    value_format,
+                    follow: env.bool("CSV_FOLLOW", false)?,
+                }))
+            }
+        }
+    }
 }
 
 impl Config {
     pub const DEFAULT_WATERMARK_PATH: &'static str = "time_track/last_read_timestamp.json";
+    pub const DEFAULT_CSV_POSITION_PATH: &'static str = "time_track/csv_position.json";
     pub const DEFAULT_BATCH_SIZE: u32 = 5000;
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
     pub const DEFAULT_CAPTURE_DELAY: Duration = Duration::from_millis(50);
@@ -100,6 +212,11 @@ impl Config {
             .expect("one_of only returns listed names");
         let dead_letter_topic = env.optional("DEAD_LETTER_TOPIC");
         let topic = TopicConfig::from_env(env)?;
+        let source = SourceKind::from_env(env)?;
+        let default_watermark_path = match source {
+            SourceKind::Table => Self::DEFAULT_WATERMARK_PATH,
+            SourceKind::Csv(_) => Self::DEFAULT_CSV_POSITION_PATH,
+        };
         if dead_letter_topic.as_deref() == Some(topic.name.as_str()) {
             return Err(ConfigError::Invalid {
                 name: "DEAD_LETTER_TOPIC".into(),
@@ -119,9 +236,7 @@ impl Config {
                 "-1 (broker default) or a replication factor from 1 to 32",
                 |n| *n == -1 || (1..=32).contains(n),
             )?,
-            watermark_path: PathBuf::from(
-                env.string("WATERMARK_PATH", Self::DEFAULT_WATERMARK_PATH),
-            ),
+            watermark_path: PathBuf::from(env.string("WATERMARK_PATH", default_watermark_path)),
             batch_size: env.parse_checked(
                 "BATCH_SIZE",
                 Self::DEFAULT_BATCH_SIZE,
@@ -133,6 +248,7 @@ impl Config {
             compression,
             dead_letter_topic,
             http_addr: env.socket_addr("HTTP_ADDR", Self::DEFAULT_HTTP_ADDR)?,
+            source,
         })
     }
 
@@ -223,6 +339,76 @@ mod tests {
         assert_eq!(config.dead_letter_topic, None);
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:9102");
         assert_eq!(config.value_subject(), "product_updates-value");
+        assert_eq!(config.source, SourceKind::Table);
+    }
+
+    #[test]
+    fn csv_source_settings() {
+        let env = Env::from_pairs([
+            ("SOURCE", "csv"),
+            ("CSV_PATH", "data/customers.csv"),
+            ("CSV_KEY_COLUMN", "customer_id"),
+            ("TOPIC", "ecommerce"),
+        ]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(
+            config.source,
+            SourceKind::Csv(CsvConfig {
+                path: PathBuf::from("data/customers.csv"),
+                key_column: "customer_id".into(),
+                value_format: ValueFormat::Json,
+                follow: false,
+            })
+        );
+        assert_eq!(
+            config.watermark_path,
+            PathBuf::from("time_track/csv_position.json")
+        );
+        let avro = env
+            .clone()
+            .with("VALUE_FORMAT", "avro")
+            .with("VALUE_SCHEMA", "schemas/customer.avsc")
+            .with("CSV_FOLLOW", "true");
+        let SourceKind::Csv(csv) = Config::from_env(&avro).unwrap().source else {
+            panic!("csv expected")
+        };
+        assert_eq!(
+            csv.value_format,
+            ValueFormat::Avro {
+                schema_path: PathBuf::from("schemas/customer.avsc")
+            }
+        );
+        assert!(csv.follow);
+    }
+
+    #[test]
+    fn csv_settings_that_are_missing_or_misplaced_name_the_variable() {
+        let csv = Env::from_pairs([
+            ("SOURCE", "csv"),
+            ("CSV_PATH", "c.csv"),
+            ("CSV_KEY_COLUMN", "id"),
+        ]);
+        let cases = [
+            (Env::from_pairs([("SOURCE", "file")]), "SOURCE"),
+            (
+                Env::from_pairs([("SOURCE", "csv"), ("CSV_KEY_COLUMN", "id")]),
+                "CSV_PATH",
+            ),
+            (
+                Env::from_pairs([("SOURCE", "csv"), ("CSV_PATH", "c.csv")]),
+                "CSV_KEY_COLUMN",
+            ),
+            (csv.clone().with("VALUE_FORMAT", "xml"), "VALUE_FORMAT"),
+            (csv.clone().with("VALUE_FORMAT", "avro"), "VALUE_SCHEMA"),
+            (csv.clone().with("VALUE_SCHEMA", "s.avsc"), "VALUE_SCHEMA"),
+            (csv.with("CSV_FOLLOW", "sometimes"), "CSV_FOLLOW"),
+            (Env::from_pairs([("CSV_PATH", "c.csv")]), "CSV_PATH"),
+            (Env::from_pairs([("VALUE_FORMAT", "json")]), "VALUE_FORMAT"),
+        ];
+        for (env, name) in cases {
+            let err = Config::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains(name), "{env:?}: {err}");
+        }
     }
 
     #[test]

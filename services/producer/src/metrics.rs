@@ -32,15 +32,22 @@ pub struct ProducerMetrics {
 }
 
 impl ProducerMetrics {
+    /// The metrics of table capture (its rejection reasons are listed from the start).
     pub fn new(registry: &Registry) -> Self {
+        let labels = RejectReason::ALL.map(RejectReason::label);
+        Self::with_reject_reasons(registry, &labels)
+    }
+
+    /// The metrics, with `producer_rows_rejected_total` listing `reasons` from the start.
+    pub fn with_reject_reasons(registry: &Registry, reasons: &[&str]) -> Self {
         let rows_rejected = counter_vec(
             registry,
             "producer_rows_rejected_total",
             "Rows that could not be encoded and were not produced to the topic, by reason.",
             &["reason"],
         );
-        for reason in RejectReason::ALL {
-            rows_rejected.with_label_values(&[reason.label()]);
+        for reason in reasons {
+            rows_rejected.with_label_values(&[reason]);
         }
         let horizon_sees_transactions = gauge(
             registry,
@@ -49,7 +56,7 @@ impl ProducerMetrics {
         );
         horizon_sees_transactions.set(1);
         Self {
-            rows_captured: counter(registry, "producer_rows_captured_total", "Rows read from the source table."),
+            rows_captured: counter(registry, "producer_rows_captured_total", "Rows read from the source (table rows or CSV records)."),
             records_produced: counter(
                 registry,
                 "producer_records_produced_total",

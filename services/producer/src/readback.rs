@@ -20,6 +20,7 @@ use common::product::ProductId;
 use common::registry::RegistryClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::position::{Position, RowKey};
@@ -153,11 +154,12 @@ impl ClientContext for ReadBackContext {
 
 impl ConsumerContext for ReadBackContext {}
 
-/// One record read back: where it is, and its value.
-struct RawRecord {
-    partition: i32,
-    offset: i64,
-    payload: Option<Vec<u8>>,
+/// One record read back: where it is, its value and its headers.
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Reads `topic` from `from` (partition -> offset) to the end of each partition and returns the
@@ -214,7 +216,9 @@ pub async fn read_back(
     Ok(delivered)
 }
 
-async fn read_raw(
+/// Every record of `topic` from `from` (partition -> offset, less [`MAX_RECORDS_PER_BATCH`]) to
+/// the end of each partition.
+pub async fn read_raw(
     kafka: &KafkaConfig,
     topic: &str,
     from: &BTreeMap<i32, i64>,
@@ -269,10 +273,17 @@ async fn read_raw(
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
                     last_activity.insert(message.partition(), Instant::now());
+                    let headers = message.headers().map_or_else(Vec::new, |headers| {
+                        headers
+                            .iter()
+                            .map(|h| (h.key.to_owned(), h.value.map_or_else(Vec::new, <[u8]>::to_vec)))
+                            .collect()
+                    });
                     records.push(RawRecord {
                         partition: message.partition(),
                         offset: message.offset(),
                         payload: message.payload().map(<[u8]>::to_vec),
+                        headers,
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::kafka::KafkaConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::Notify;
@@ -189,10 +189,26 @@ impl KafkaSink {
         key: &[u8],
         payload: &[u8],
     ) -> Result<(), KafkaError> {
+        self.enqueue_with_headers(acks, topic, key, payload, None)
+            .await
+    }
+
+    /// Like [`KafkaSink::enqueue`], with record headers.
+    pub async fn enqueue_with_headers(
+        &self,
+        acks: &Arc<BatchAcks>,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<&OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
         loop {
-            let record = BaseRecord::with_opaque_to(topic, Arc::clone(acks))
+            let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(acks))
                 .key(key)
                 .payload(payload);
+            if let Some(headers) = headers {
+                record = record.headers(headers.clone());
+            }
             match self.producer.send(record) {
                 Ok(()) => {
                     acks.enqueued();

@@ -1,7 +1,9 @@
 //! Building and running the producer: `Application::build(config)` binds HTTP and loads the
-//! watermark (a corrupt one fails here); `run_until_stopped` checks the source table (a missing
+//! watermark (a corrupt one fails here) — or, with `SOURCE=csv`, checks the CSV file, its header,
+//! the value schema and the position file; `run_until_stopped` checks the source table (a missing
 //! table or column fails here), registers the value schema for its kind of id, makes sure the
-//! topic exists, reads back what reached it after the watermark, and runs capture.
+//! topic exists, reads back what reached it after the watermark, and runs capture (or the CSV
+//! loop, [`crate::csv_source`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
+use crate::csv_source::{values, CsvCapture, CsvError, CsvRun};
 use crate::metrics::ProducerMetrics;
 use crate::pipeline::{backoff, describe_position, Pipeline, PipelineError};
 use crate::readback::end_offsets;
@@ -51,6 +54,19 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+}
+
+/// What the producer captures from.
+enum Capture {
+    /// The table, from the watermark on.
+    Table {
+        source: Arc<dyn Source>,
+        watermark: Watermark,
+    },
+    /// A CSV file, checked and ready.
+    Csv(Box<CsvCapture>),
 }
 
 /// The producer service, built and ready to run.
@@ -61,16 +77,70 @@ pub struct Application {
     metrics_registry: prometheus::Registry,
     metrics: ProducerMetrics,
     readiness: Readiness,
-    source: Arc<dyn Source>,
+    capture: Capture,
     sink: KafkaSink,
     schema_registry: Arc<RegistryClient>,
-    watermark: Watermark,
 }
 
 impl Application {
-    /// Loads the watermark, prepares the database pool (connecting lazily), the Kafka producer
-    /// and the registry client, and binds `HTTP_ADDR` (port 0 picks a free port).
+    /// Loads the watermark and prepares the database pool (connecting lazily) — or checks the
+    /// CSV file and its position —, the Kafka producer and the registry client, and binds
+    /// `HTTP_ADDR` (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let capture = match &config.source {
+            SourceKind::Table => Self::prepare_table(&config)?,
+            SourceKind::Csv(csv) => {
+                Capture::Csv(Box::new(CsvCapture::prepare(csv, &config.watermark_path)?))
+            }
+        };
+        let sink = KafkaSink::new(&producer_client_config(&config.kafka, config.compression))
+            .map_err(StartupError::KafkaClient)?;
+        let metrics_registry = common::metrics::new_registry();
+        let metrics = match &capture {
+            Capture::Table { .. } => ProducerMetrics::new(&metrics_registry),
+            Capture::Csv(_) => ProducerMetrics::with_reject_reasons(
+                &metrics_registry,
+                &values::RejectReason::ALL.map(values::RejectReason::label),
+            ),
+        };
+        let schema_registry =
+            Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
+        let readiness = Readiness::default();
+        let source_description = match &capture {
+            Capture::Table { .. } => {
+                readiness.set("database", false, "not checked yet");
+                config.database_url_for_logs()
+            }
+            Capture::Csv(csv) => {
+                readiness.set("csv", false, "not read yet");
+                format!("csv {}", csv.csv_path().display())
+            }
+        };
+        readiness.set("kafka", false, "not checked yet");
+        let listener = bind(config.http_addr).await?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            http = %listener.local_addr()?,
+            source = %source_description,
+            kafka = %config.kafka.bootstrap_servers,
+            registry = %config.registry.url,
+            topic = %config.topic.name,
+            "producer built"
+        );
+        Ok(Self {
+            config,
+            listener,
+            port,
+            metrics_registry,
+            metrics,
+            readiness,
+            capture,
+            sink,
+            schema_registry,
+        })
+    }
+
+    fn prepare_table(config: &Config) -> Result<Capture, StartupError> {
         let watermark = match Watermark::load(&config.watermark_path)? {
             Some(watermark) => {
                 tracing::info!(
@@ -105,37 +175,7 @@ impl Application {
                 config.capture_delay,
             ))
         };
-        let sink = KafkaSink::new(&producer_client_config(&config.kafka, config.compression))
-            .map_err(StartupError::KafkaClient)?;
-        let metrics_registry = common::metrics::new_registry();
-        let metrics = ProducerMetrics::new(&metrics_registry);
-        let schema_registry =
-            Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
-        let readiness = Readiness::default();
-        readiness.set("database", false, "not checked yet");
-        readiness.set("kafka", false, "not checked yet");
-        let listener = bind(config.http_addr).await?;
-        let port = listener.local_addr()?.port();
-        tracing::info!(
-            http = %listener.local_addr()?,
-            database = %config.database_url_for_logs(),
-            kafka = %config.kafka.bootstrap_servers,
-            registry = %config.registry.url,
-            topic = %config.topic.name,
-            "producer built"
-        );
-        Ok(Self {
-            config,
-            listener,
-            port,
-            metrics_registry,
-            metrics,
-            readiness,
-            source,
-            sink,
-            schema_registry,
-            watermark,
-        })
+        Ok(Capture::Table { source, watermark })
     }
 
     /// The HTTP port (useful with `HTTP_ADDR=127.0.0.1:0`).
@@ -159,12 +199,15 @@ impl Application {
             metrics_registry,
             metrics,
             readiness,
-            source,
+            capture,
             sink,
             schema_registry,
-            mut watermark,
             ..
         } = self;
+        let database = match &capture {
+            Capture::Table { source, .. } => Some(Arc::clone(source)),
+            Capture::Csv(_) => None,
+        };
         let stop_background = shutdown.child_token();
         let http = tokio::spawn(serve(
             listener,
@@ -172,7 +215,7 @@ impl Application {
             stop_background.clone(),
         ));
         let monitor = tokio::spawn(monitor_health(
-            Arc::clone(&source),
+            database,
             sink.clone(),
             config.topic.name.clone(),
             readiness.clone(),
@@ -180,12 +223,28 @@ impl Application {
         ));
 
         let result = async {
+            let (source, mut watermark) = match capture {
+                Capture::Table { source, watermark } => (source, watermark),
+                Capture::Csv(csv) => {
+                    return run_csv(
+                        *csv,
+                        &config,
+                        sink,
+                        schema_registry,
+                        metrics,
+                        readiness,
+                        &shutdown,
+                    )
+                    .await
+                }
+            };
             let Some(id_kind) = inspect_source(source.as_ref(), &watermark, &shutdown).await?
             else {
                 return Ok(());
             };
             let Some(schema_id) =
-                register_schema(&schema_registry, &config, id_kind, &shutdown).await?
+                register_schema(&schema_registry, &config, id_kind.schema_json(), &shutdown)
+                    .await?
             else {
                 return Ok(());
             };
@@ -280,22 +339,58 @@ async fn inspect_source(
     Ok(Some(kind))
 }
 
-/// Registers the value schema for `id_kind` under `{topic}-value`, retrying while the registry
-/// is unreachable.
+/// The CSV loop: registers the Avro value schema (if the values are Avro), makes sure the topic
+/// exists, and streams the file.
+async fn run_csv(
+    csv: CsvCapture,
+    config: &Config,
+    sink: KafkaSink,
+    registry: Arc<RegistryClient>,
+    metrics: ProducerMetrics,
+    readiness: Readiness,
+    shutdown: &CancellationToken,
+) -> Result<(), StartupError> {
+    let schema_id = match csv.schema_text() {
+        Some(schema) => match register_schema(&registry, config, schema, shutdown).await? {
+            Some(id) => id,
+            None => return Ok(()),
+        },
+        None => 0,
+    };
+    let Some(partitions) = ensure_topic_exists(config, shutdown).await? else {
+        return Ok(());
+    };
+    let run = CsvRun {
+        sink,
+        kafka: config.kafka.clone(),
+        topic: config.topic.name.clone(),
+        partitions,
+        dead_letter_topic: config.dead_letter_topic.clone(),
+        schema_id,
+        batch_size: config.batch_size,
+        poll_interval: config.poll_interval,
+        metrics,
+        readiness,
+    };
+    csv.run(run, shutdown.clone()).await?;
+    Ok(())
+}
+
+/// Registers the value schema under `{topic}-value`, retrying while the registry is unreachable.
 async fn register_schema(
     registry: &RegistryClient,
     config: &Config,
-    id_kind: IdKind,
+    schema: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<u32>, StartupError> {
     let subject = config.value_subject();
     match registry
-        .register_with_retry(&subject, id_kind.schema_json(), shutdown)
+        .register_with_retry(&subject, schema, shutdown)
         .await
     {
         None => Ok(None),
         Some(Ok(id)) => {
-            tracing::info!(subject, schema_id = id, id = id_kind.as_str(), registry = %registry.url(), "value schema registered");
+            tracing::info!(subject, schema_id = id, registry = %registry.url(), "value schema registered");
             Ok(Some(id))
         }
         Some(Err(source)) => Err(StartupError::Schema { subject, source }),
@@ -405,23 +500,25 @@ async fn complete_offsets(
     Ok(true)
 }
 
-/// Keeps the "database" and "kafka" readiness checks current.
+/// Keeps the "database" (table capture only) and "kafka" readiness checks current.
 async fn monitor_health(
-    source: Arc<dyn Source>,
+    database: Option<Arc<dyn Source>>,
     sink: KafkaSink,
     topic: String,
     readiness: Readiness,
     stop: CancellationToken,
 ) {
     loop {
-        match tokio::time::timeout(HEALTH_TIMEOUT, source.ping()).await {
-            Ok(Ok(())) => readiness.set("database", true, "reachable"),
-            Ok(Err(e)) => readiness.set("database", false, e.to_string()),
-            Err(_) => readiness.set(
-                "database",
-                false,
-                format!("no answer within {HEALTH_TIMEOUT:?}"),
-            ),
+        if let Some(source) = &database {
+            match tokio::time::timeout(HEALTH_TIMEOUT, source.ping()).await {
+                Ok(Ok(())) => readiness.set("database", true, "reachable"),
+                Ok(Err(e)) => readiness.set("database", false, e.to_string()),
+                Err(_) => readiness.set(
+                    "database",
+                    false,
+                    format!("no answer within {HEALTH_TIMEOUT:?}"),
+                ),
+            }
         }
         match sink.check_broker(&topic, HEALTH_TIMEOUT).await {
             Ok(()) => readiness.set("kafka", true, "broker reachable"),
