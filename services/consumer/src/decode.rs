@@ -1,5 +1,7 @@
-//! Turns a Kafka record value (Confluent wire format) into a [`Product`], telling poison pills
-//! (that will never decode) from a registry that is only unreachable for now (retry later).
+//! Turns a Kafka record value into an [`Input`]: a [`Product`] (Avro in the Confluent wire
+//! format, `INPUT_FORMAT=avro`) or any JSON object (`INPUT_FORMAT=json`, e.g. prototype 004's
+//! `user-login` events), telling poison pills (that will never decode) from a registry that is
+//! only unreachable for now (retry later).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,9 +70,26 @@ pub enum DecodeError {
     RegistryUnavailable(RegistryError),
 }
 
+/// How record values are encoded (`INPUT_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Products, Avro in the Confluent wire format (the producer's output).
+    Avro,
+    /// One JSON object per record, carried through as it is.
+    Json,
+}
+
+/// A decoded record value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Product(Product),
+    Json(serde_json::Map<String, serde_json::Value>),
+}
+
 /// Decodes values, fetching writer schemas by id from the registry (kept here once fetched:
 /// schema ids are immutable).
 pub struct Decoder {
+    format: InputFormat,
     registry: Arc<RegistryClient>,
     runtime: Handle,
     schemas: HashMap<u32, WriterSchema>,
@@ -96,13 +115,31 @@ impl WriterSchema {
 impl Decoder {
     /// `runtime` runs the registry requests; `decode` must be called outside of it (it blocks).
     pub fn new(registry: Arc<RegistryClient>, runtime: Handle) -> Self {
+        Self::with_format(InputFormat::Avro, registry, runtime)
+    }
+
+    pub fn with_format(
+        format: InputFormat,
+        registry: Arc<RegistryClient>,
+        runtime: Handle,
+    ) -> Self {
         Self {
+            format,
             registry,
             runtime,
             schemas: HashMap::new(),
         }
     }
 
+    /// Decodes a value in the configured [`InputFormat`].
+    pub fn decode_input(&mut self, value: Option<&[u8]>) -> Result<Input, DecodeError> {
+        match self.format {
+            InputFormat::Avro => self.decode(value).map(Input::Product),
+            InputFormat::Json => decode_json_object(value).map(Input::Json),
+        }
+    }
+
+    /// Decodes a product (Avro, Confluent wire format).
     pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Product, DecodeError> {
         let poison = |reason, e: CodecError| DecodeError::Poison(Poison::new(reason, e));
         let Some(value) = value else {
@@ -142,6 +179,37 @@ impl Decoder {
     }
 }
 
+fn decode_json_object(
+    value: Option<&[u8]>,
+) -> Result<serde_json::Map<String, serde_json::Value>, DecodeError> {
+    let poison = |reason, message: String| DecodeError::Poison(Poison::new(reason, message));
+    let Some(value) = value else {
+        return Err(poison(
+            PoisonReason::WireFormat,
+            "record has no value".into(),
+        ));
+    };
+    match serde_json::from_slice::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        Ok(other) => Err(poison(
+            PoisonReason::Decode,
+            format!("expected a JSON object, found {}", json_kind(&other)),
+        )),
+        Err(e) => Err(poison(PoisonReason::Decode, format!("not JSON: {e}"))),
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// The registry answered, and the answer is that this id has no (usable) schema. Other errors
 /// (network, 5xx, 401/403 from wrong credentials) are the registry's problem, not the record's.
 fn is_unknown_schema(e: &RegistryError) -> bool {
@@ -174,6 +242,40 @@ mod tests {
             id: 1,
             source: invalid
         }));
+    }
+
+    #[test]
+    fn json_input_takes_objects_and_dead_letters_the_rest() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let registry = Arc::new(RegistryClient::new(common::registry::RegistryConfig::new(
+            "http://127.0.0.1:9",
+        )));
+        let mut decoder =
+            Decoder::with_format(InputFormat::Json, registry, runtime.handle().clone());
+        match decoder.decode_input(Some(br#"{"locale": "RU", "n": 1}"#)) {
+            Ok(Input::Json(object)) => {
+                assert_eq!(object["locale"], "RU");
+                assert_eq!(object["n"], 1);
+            }
+            other => panic!("expected a JSON object, got {other:?}"),
+        }
+        for (value, reason, message) in [
+            (None, PoisonReason::WireFormat, "record has no value"),
+            (
+                Some(&b"[1]"[..]),
+                PoisonReason::Decode,
+                "expected a JSON object, found an array",
+            ),
+            (Some(&b"{\"a\":"[..]), PoisonReason::Decode, "not JSON: "),
+        ] {
+            match decoder.decode_input(value) {
+                Err(DecodeError::Poison(p)) => {
+                    assert_eq!(p.reason, reason, "{value:?}");
+                    assert!(p.message.starts_with(message), "{}", p.message);
+                }
+                other => panic!("expected a poison pill for {value:?}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

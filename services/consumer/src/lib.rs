@@ -4,8 +4,9 @@
 //!
 //! - [`config`]: environment variables and defaults.
 //! - [`slot`]: claiming `consumer_N` with a lock file (also the static `group.instance.id`).
-//! - [`decode`], [`transform`]: wire format → product → log record (pure transform).
-//! - [`sink`]: where records go ([`sink::json_log`] now); offsets are stored with the data.
+//! - [`decode`], [`filter`], [`transform`]: wire format (Avro product or JSON object) → kept or
+//!   not (`CONSUMER_FILTER`) → output record (pure transform).
+//! - [`sink`]: where records go: the JSON log, a stage directory or an output topic.
 //! - [`pipeline`]: batching, dead-lettering, flush (write, fsync, checkpoint) then commit.
 //! - [`writer`]: the thread that writes and fsyncs one batch while the next is being read.
 //! - [`group`]: the Kafka consumer, rebalance handling, the poll loop.
@@ -16,6 +17,7 @@ pub mod assignments;
 pub mod config;
 pub mod decode;
 pub mod dlq;
+pub mod filter;
 pub mod group;
 pub mod metrics;
 pub mod pipeline;

@@ -9,6 +9,7 @@ pub struct ConsumerMetrics {
     pub records_consumed: IntCounterVec,
     pub records_written: IntCounterVec,
     pub records_skipped: IntCounterVec,
+    pub records_filtered: IntCounter,
     pub dlq_records: IntCounterVec,
     pub write_duration: Histogram,
     pub batch_records: Histogram,
@@ -33,7 +34,7 @@ impl ConsumerMetrics {
             records_written: m::counter_vec(
                 registry,
                 "consumer_records_written_total",
-                "Records durably written (fsync'd) to the log, by partition.",
+                "Records durably written to the sink (fsync'd to the log or a stage file, or acknowledged by the output topic), by partition.",
                 &["partition"],
             ),
             records_skipped: m::counter_vec(
@@ -41,6 +42,11 @@ impl ConsumerMetrics {
                 "consumer_records_skipped_total",
                 "Records delivered again by Kafka that the log already holds (skipped, not written twice), by partition.",
                 &["partition"],
+            ),
+            records_filtered: m::counter(
+                registry,
+                "consumer_records_filtered_total",
+                "Records that did not match CONSUMER_FILTER: handled (their offsets are committed), not written.",
             ),
             dlq_records: m::counter_vec(
                 registry,
@@ -51,7 +57,7 @@ impl ConsumerMetrics {
             write_duration: m::histogram(
                 registry,
                 "consumer_write_duration_seconds",
-                "Time to write one batch to the log and fsync it.",
+                "Time to make one batch durable in the sink (write and fsync, or produce and wait for the acknowledgements).",
                 m::latency_buckets(),
             ),
             batch_records: m::histogram(

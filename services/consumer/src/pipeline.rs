@@ -17,10 +17,11 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::decode::{DecodeError, Decoder, Poison};
+use crate::decode::{DecodeError, Decoder, Input, Poison};
 use crate::dlq::{DeadLetterQueue, DlqError};
+use crate::filter::Filter;
 use crate::metrics::ConsumerMetrics;
-use crate::sink::{Positions, Sink, SinkError, SinkRecord};
+use crate::sink::{Positions, RecordValue, Sink, SinkError, SinkRecord};
 use crate::transform::transform;
 use crate::writer::{self, SharedSink, WriteDone, WriteJob, Writer};
 
@@ -57,6 +58,7 @@ struct PartitionState {
 pub struct Pipeline {
     topic: String,
     decoder: Decoder,
+    filter: Option<Filter>,
     sink: SharedSink,
     writer: Writer,
     dlq: DeadLetterQueue,
@@ -92,6 +94,7 @@ impl Pipeline {
     pub fn new(
         topic: &str,
         decoder: Decoder,
+        filter: Option<Filter>,
         sink: Box<dyn Sink>,
         dlq: DeadLetterQueue,
         metrics: ConsumerMetrics,
@@ -101,6 +104,7 @@ impl Pipeline {
         Self {
             topic: topic.to_owned(),
             decoder,
+            filter,
             writer: Writer::spawn(std::sync::Arc::clone(&sink)),
             sink,
             dlq,
@@ -154,26 +158,34 @@ impl Pipeline {
             return Ok(());
         }
 
-        let outcome = match self.decoder.decode(message.payload()) {
-            Ok(product) => {
+        let filter = self.filter.as_ref();
+        let outcome = match self.decoder.decode_input(message.payload()) {
+            Ok(Input::Product(product)) if filter.is_some_and(|f| !f.keeps_product(&product)) => {
+                Ok(None)
+            }
+            Ok(Input::Product(product)) => {
                 let changed_at = product.last_updated_time();
                 match transform(product) {
-                    Ok(transformed) => Ok(SinkRecord {
-                        partition,
-                        offset,
-                        changed_at,
-                        product: transformed,
-                    }),
+                    Ok(transformed) => Ok(Some((RecordValue::Product(transformed), changed_at))),
                     Err(e) => Err(Poison::from(e)),
                 }
             }
+            Ok(Input::Json(object)) if filter.is_some_and(|f| !f.keeps_object(&object)) => Ok(None),
+            Ok(Input::Json(object)) => Ok(Some((RecordValue::Json(object), None))),
             Err(DecodeError::Poison(poison)) => Err(poison),
             Err(DecodeError::RegistryUnavailable(e)) => {
                 return self.retry_later(consumer, partition, offset, &e.to_string());
             }
         };
         match outcome {
-            Ok(record) => self.pending.push(record),
+            Ok(Some((value, changed_at))) => self.pending.push(SinkRecord {
+                partition,
+                offset,
+                key: message.key().map(<[u8]>::to_vec),
+                value,
+                changed_at,
+            }),
+            Ok(None) => self.metrics.records_filtered.inc(),
             Err(poison) => {
                 tracing::warn!(
                     partition,

@@ -12,22 +12,29 @@ use common::CancellationToken;
 use tokio::net::TcpListener;
 
 use crate::assignments::{self, Assignments};
-use crate::config::Config;
+use crate::config::{Config, SinkConfig};
 use crate::decode::Decoder;
 use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::group::{self, GroupConsumer, GroupContext, GroupError, GroupSettings};
 use crate::metrics::ConsumerMetrics;
 use crate::pipeline::{FlushPolicy, Pipeline};
-use crate::sink::json_log::JsonLogSink;
-use crate::sink::SinkError;
+use crate::sink::json_log::{JsonLogSink, LOG_FILE};
+use crate::sink::stage::StageSink;
+use crate::sink::topic::TopicSink;
+use crate::sink::{Sink, SinkError};
 use crate::slot::{Slot, SlotError, SlotLease};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Slot(#[from] SlotError),
-    #[error("cannot open the log: {0}")]
+    #[error("cannot open the sink: {0}")]
     Sink(#[from] SinkError),
+    #[error("cannot create the output topic {topic}: {source}")]
+    OutputTopic {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
     #[error(transparent)]
     DeadLetter(#[from] DlqError),
     #[error(transparent)]
@@ -44,6 +51,47 @@ pub enum RunError {
     Http(std::io::Error),
     #[error("the consumer thread panicked")]
     Panicked,
+}
+
+/// Opens the configured sink; also says what it writes to.
+async fn open_sink(
+    config: &Config,
+    lease: &SlotLease,
+) -> Result<(Box<dyn Sink>, String), StartupError> {
+    Ok(match &config.sink {
+        SinkConfig::Log => {
+            let sink = JsonLogSink::open(&config.logs_dir, lease.dir(), &config.topic)?;
+            let description = format!("log {}", sink.log_path().display());
+            (Box::new(sink), description)
+        }
+        SinkConfig::Stage { dir, gzip } => {
+            let sink = StageSink::open(dir, &config.topic, &lease.slot().name(), *gzip)?;
+            let description = format!("stage {}", sink.dir().display());
+            (Box::new(sink), description)
+        }
+        SinkConfig::Topic { topic, partitions } => {
+            let partitions = match partitions {
+                Some(n) => *n,
+                None => common::kafka::partition_count(&config.kafka, &config.topic)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(1),
+            };
+            let output = TopicConfig {
+                name: topic.clone(),
+                partitions,
+            };
+            common::kafka::ensure_topic(&config.kafka, &output, config.dlq_replication_factor)
+                .await
+                .map_err(|source| StartupError::OutputTopic {
+                    topic: topic.clone(),
+                    source,
+                })?;
+            let sink = TopicSink::new(&config.kafka, &config.topic, topic)?;
+            (Box::new(sink), format!("topic {topic}"))
+        }
+    })
 }
 
 pub struct Application {
@@ -74,9 +122,9 @@ impl Application {
         let readiness = Readiness::default();
         let runtime = tokio::runtime::Handle::current();
 
-        let sink = JsonLogSink::open(&config.logs_dir, lease.dir(), &config.topic)?;
-        let log_path = sink.log_path().to_owned();
-        readiness.set("log", true, log_path.display().to_string());
+        let log_path = lease.dir().join(LOG_FILE);
+        let (sink, sink_description) = open_sink(&config, &lease).await?;
+        readiness.set("sink", true, sink_description.clone());
 
         let dlq_topic = TopicConfig {
             name: config.dlq_topic.clone(),
@@ -93,8 +141,9 @@ impl Application {
             Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
         let pipeline = Pipeline::new(
             &config.topic,
-            Decoder::new(registry, runtime),
-            Box::new(sink),
+            Decoder::with_format(config.input_format, registry, runtime),
+            config.filter.clone(),
+            sink,
             dlq,
             metrics.clone(),
             FlushPolicy {
@@ -127,7 +176,7 @@ impl Application {
             slot = %slot,
             group = %config.group,
             topic = %config.topic,
-            log = %log_path.display(),
+            sink = %sink_description,
             http = %address,
             "consumer ready to join the group"
         );
@@ -157,7 +206,7 @@ impl Application {
         self.lease.slot()
     }
 
-    /// `CONSUMER_LOGS_DIR/consumer_N/consumer_log.json`.
+    /// `CONSUMER_LOGS_DIR/consumer_N/consumer_log.json` (written by the `log` sink).
     pub fn log_path(&self) -> &std::path::Path {
         &self.log_path
     }

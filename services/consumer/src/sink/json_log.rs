@@ -34,8 +34,9 @@ use chrono::{DateTime, Utc};
 use common::product::ProductId;
 use serde::{Deserialize, Serialize};
 
-use super::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
+use super::{Positions, RecordValue, Sink, SinkBatch, SinkError, SinkRecord};
 use crate::slot::Slot;
+use crate::transform::TransformedProduct;
 
 pub const LOG_FILE: &str = "consumer_log.json";
 pub const CHECKPOINT_FILE: &str = "consumer_log.checkpoint.json";
@@ -61,8 +62,12 @@ pub struct LogLine<'a> {
 }
 
 impl<'a> LogLine<'a> {
-    pub fn new(topic: &'a str, record: &'a SinkRecord, written_at: &'a str) -> Self {
-        let p = &record.product;
+    pub fn new(
+        topic: &'a str,
+        record: &'a SinkRecord,
+        p: &'a TransformedProduct,
+        written_at: &'a str,
+    ) -> Self {
         Self {
             id: &p.id,
             name: &p.name,
@@ -84,10 +89,37 @@ pub fn format_written_at(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// Appends `line` and a newline to `buf`.
-pub fn append_line(buf: &mut Vec<u8>, line: &LogLine<'_>) {
-    serde_json::to_writer(&mut *buf, line)
-        .expect("a log line always serializes (finite numbers, string keys)");
+/// A line for a JSON object read with `INPUT_FORMAT=json`: its fields, then where it came from
+/// and when it was written (these come last; an input field of the same name is shadowed).
+#[derive(Debug, Serialize)]
+pub struct JsonObjectLine<'a> {
+    #[serde(flatten)]
+    pub fields: &'a serde_json::Map<String, serde_json::Value>,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub written_at: &'a str,
+}
+
+/// Appends `record`'s line (see [`LogLine`], [`JsonObjectLine`]) and a newline to `buf`. The
+/// stage sink writes the same lines.
+pub fn append_record(buf: &mut Vec<u8>, topic: &str, record: &SinkRecord, written_at: &str) {
+    let written = match &record.value {
+        RecordValue::Product(product) => {
+            serde_json::to_writer(&mut *buf, &LogLine::new(topic, record, product, written_at))
+        }
+        RecordValue::Json(fields) => serde_json::to_writer(
+            &mut *buf,
+            &JsonObjectLine {
+                fields,
+                topic,
+                partition: record.partition,
+                offset: record.offset,
+                written_at,
+            },
+        ),
+    };
+    written.expect("a log line always serializes (finite numbers, string keys)");
     buf.push(b'\n');
 }
 
@@ -223,10 +255,7 @@ impl Sink for JsonLogSink {
             let written_at = format_written_at(batch.written_at);
             self.buf.clear();
             for record in batch.records {
-                append_line(
-                    &mut self.buf,
-                    &LogLine::new(&self.topic, record, &written_at),
-                );
+                append_record(&mut self.buf, &self.topic, record, &written_at);
             }
             self.log
                 .write_all(&self.buf)
@@ -372,7 +401,8 @@ mod tests {
         SinkRecord {
             partition,
             offset,
-            product: TransformedProduct {
+            key: None,
+            value: RecordValue::Product(TransformedProduct {
                 id: ProductId::Int(7),
                 name: "Product \"7\"".into(),
                 category: category.map(str::to_owned),
@@ -380,7 +410,7 @@ mod tests {
                 last_updated: "2023-10-13 10:11:02".into(),
                 last_updated_micros: Some(1_697_191_862_250_000),
                 discount_price: discount,
-            },
+            }),
             changed_at: None,
         }
     }
@@ -403,9 +433,11 @@ mod tests {
     fn a_log_line_is_one_json_object_with_the_contract_fields() {
         let mut buf = Vec::new();
         let r = record(3, 42, Some("CAT_5"), Some(44.48));
-        append_line(
+        append_record(
             &mut buf,
-            &LogLine::new("product_updates", &r, &format_written_at(written_at())),
+            "product_updates",
+            &r,
+            &format_written_at(written_at()),
         );
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(
@@ -420,10 +452,7 @@ mod tests {
         // Absent values are explicit nulls, so every line has the same keys.
         let mut buf = Vec::new();
         let r = record(0, 1, None, None);
-        append_line(
-            &mut buf,
-            &LogLine::new("t", &r, "2024-05-01T10:00:00.000000Z"),
-        );
+        append_record(&mut buf, "t", &r, "2024-05-01T10:00:00.000000Z");
         let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(value["category"], serde_json::Value::Null);
         assert_eq!(value["discount_price"], serde_json::Value::Null);
@@ -432,16 +461,36 @@ mod tests {
         // A text id (prototype 002's product_id) is a JSON string.
         let mut buf = Vec::new();
         let mut r = record(0, 2, None, None);
-        r.product.id = ProductId::Text("P0001".into());
-        append_line(
-            &mut buf,
-            &LogLine::new("t", &r, "2024-05-01T10:00:00.000000Z"),
-        );
+        if let RecordValue::Product(p) = &mut r.value {
+            p.id = ProductId::Text("P0001".into());
+        }
+        append_record(&mut buf, "t", &r, "2024-05-01T10:00:00.000000Z");
         assert!(
             String::from_utf8_lossy(&buf).starts_with(r#"{"id":"P0001","#),
             "{}",
             String::from_utf8_lossy(&buf)
         );
+    }
+
+    #[test]
+    fn a_json_object_line_keeps_the_fields_and_adds_the_position() {
+        let mut buf = Vec::new();
+        let fields = serde_json::json!({"user_id": "u1", "locale": "RU", "n": 2});
+        let r = SinkRecord {
+            partition: 1,
+            offset: 5,
+            key: Some(b"u1".to_vec()),
+            value: RecordValue::Json(fields.as_object().unwrap().clone()),
+            changed_at: None,
+        };
+        append_record(&mut buf, "user-login", &r, "2024-05-01T10:00:00.000000Z");
+        let line: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"user_id": "u1", "locale": "RU", "n": 2, "topic": "user-login",
+                "partition": 1, "offset": 5, "written_at": "2024-05-01T10:00:00.000000Z"})
+        );
+        assert!(buf.ends_with(b"}\n"));
     }
 
     #[test]
@@ -505,23 +554,11 @@ mod tests {
             .unwrap();
         // Killed after fsync, before the checkpoint: two complete lines and half a third.
         let mut tail = Vec::new();
-        append_line(
-            &mut tail,
-            &LogLine::new("t", &record(4, 11, None, None), "x"),
-        );
-        append_line(
-            &mut tail,
-            &LogLine::new("t", &record(4, 12, None, None), "x"),
-        );
-        append_line(
-            &mut tail,
-            &LogLine::new("other_topic", &record(4, 99, None, None), "x"),
-        );
+        append_record(&mut tail, "t", &record(4, 11, None, None), "x");
+        append_record(&mut tail, "t", &record(4, 12, None, None), "x");
+        append_record(&mut tail, "other_topic", &record(4, 99, None, None), "x");
         let mut partial = Vec::new();
-        append_line(
-            &mut partial,
-            &LogLine::new("t", &record(4, 13, None, None), "x"),
-        );
+        append_record(&mut partial, "t", &record(4, 13, None, None), "x");
         tail.extend_from_slice(&partial[..partial.len() / 2]);
         OpenOptions::new()
             .append(true)

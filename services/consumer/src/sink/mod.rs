@@ -1,7 +1,10 @@
-//! Where transformed records go. The consumer loop only knows this trait; the JSON-log sink is the
-//! one implemented now. A stage-directory sink (one JSON Lines file per batch) and a
-//! Kafka-to-Kafka sink (produce to an output topic) fit the same shape: make a batch durable,
-//! remember how far each partition got, and say where to resume.
+//! Where transformed records go (`CONSUMER_SINK`). The consumer loop only knows this trait:
+//! - [`json_log`] (`log`, the default): appends to the slot's own `consumer_log.json`;
+//! - [`stage`] (`stage`): one JSON Lines file per partition and batch in a stage directory, for
+//!   a warehouse loader (prototype 002);
+//! - [`topic`] (`topic`): produces to an output topic (Kafka-to-Kafka, prototype 004).
+//!
+//! Each makes a batch durable, remembers how far each partition got, and says where to resume.
 //!
 //! The contract that keeps the pipeline free of loss and duplicates:
 //! - [`Sink::write`] returns only once the batch is durable (for files: written and fsync'd).
@@ -12,12 +15,22 @@
 //!   output ends, even if the previous owner was killed between writing and committing.
 
 pub mod json_log;
+pub mod stage;
+pub mod topic;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::transform::TransformedProduct;
+
+/// What a record became: a transformed product, or a JSON object carried through
+/// (`INPUT_FORMAT=json`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordValue {
+    Product(TransformedProduct),
+    Json(serde_json::Map<String, serde_json::Value>),
+}
 
 /// Next offset to read, by partition.
 pub type Positions = BTreeMap<i32, i64>;
@@ -27,7 +40,9 @@ pub type Positions = BTreeMap<i32, i64>;
 pub struct SinkRecord {
     pub partition: i32,
     pub offset: i64,
-    pub product: TransformedProduct,
+    /// The input record's key (the output topic's records are keyed the same).
+    pub key: Option<Vec<u8>>,
+    pub value: RecordValue,
     /// When the product changed (`last_updated`), if known: for end-to-end latency.
     pub changed_at: Option<DateTime<Utc>>,
 }
@@ -49,6 +64,12 @@ pub enum SinkError {
         action: &'static str,
         path: std::path::PathBuf,
         source: std::io::Error,
+    },
+    #[error("output topic {topic}: {action}: {source}")]
+    Kafka {
+        topic: String,
+        action: &'static str,
+        source: rdkafka::error::KafkaError,
     },
 }
 

@@ -89,7 +89,17 @@ impl Bed {
     }
 
     pub fn config(&self) -> Config {
-        let env = self.env();
+        self.config_with(&[])
+    }
+
+    /// The consumer's configuration with extra (or overriding) environment variables.
+    pub fn config_with(&self, extra: &[(&str, &str)]) -> Config {
+        let mut env = self.env();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Config::from_env(&Env::from_pairs(
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ))
@@ -99,6 +109,11 @@ impl Bed {
     /// Starts a consumer in this process.
     pub async fn spawn_app(&self) -> TestApp {
         TestApp::spawn(self.config()).await
+    }
+
+    /// Starts a consumer in this process with extra environment variables.
+    pub async fn spawn_app_with(&self, extra: &[(&str, &str)]) -> TestApp {
+        TestApp::spawn(self.config_with(extra)).await
     }
 
     /// Starts the real `consumer` binary with this bed's environment, listening on `port`; its
@@ -283,6 +298,15 @@ impl TestApp {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Waits until the consumer stops on its own (a fatal error), and returns how it ended.
+    pub async fn exited(mut self, timeout: Duration) -> Result<(), consumer::RunError> {
+        let task = self.task.take().expect("not stopped yet");
+        tokio::time::timeout(timeout, task)
+            .await
+            .expect("the consumer stops within the timeout")
+            .expect("consumer task")
     }
 
     /// Graceful stop (as on SIGTERM).

@@ -1,0 +1,371 @@
+//! The stage sink (`CONSUMER_SINK=stage`, prototype 002): every batch becomes one JSON Lines file
+//! per partition in a stage directory that a warehouse loader picks up (Snowflake's
+//! `COPY INTO ... PATTERN='.*[.]jsonl([.]gz)?'`, BigQuery, DuckDB's `read_json`):
+//!
+//! ```text
+//! STAGE_DIR/<topic>/<partition>-<first offset>-<last offset>.jsonl      (.jsonl.gz with STAGE_GZIP)
+//! STAGE_DIR/<topic>/.positions/<partition>.json                          {"next_offset": N}
+//! ```
+//!
+//! Lines are the JSON log's lines (same fields, `written_at` included). A file is written under a
+//! hidden temporary name (`.<name>.<slot>.tmp`), fsync'd and renamed, and the directory is
+//! fsync'd, so a loader never sees a half file and a file it sees is durable. Only after every
+//! file of the batch is in place are the partitions' positions stored and the offsets committed
+//! to Kafka: a failed write stops the consumer without committing (the batch is read again after
+//! a restart), where prototype 002 committed anyway and lost it.
+//!
+//! Where a new owner resumes: the highest of the partition's stored position and the last offset
+//! of its files plus one. Positions cover records that produced no file (dead-lettered or
+//! filtered out); file names cover a replica killed between renaming a file and storing the
+//! position. A loader may delete or move files it loaded: the positions keep the place.
+//! Replicas of one group share `STAGE_DIR` (each partition is written by its current owner only).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::{Deserialize, Serialize};
+
+use super::json_log::{append_record, format_written_at};
+use super::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
+
+const POSITIONS_DIR: &str = ".positions";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPosition {
+    next_offset: i64,
+}
+
+pub struct StageSink {
+    topic: String,
+    dir: PathBuf,
+    positions_dir: PathBuf,
+    slot: String,
+    gzip: bool,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for StageSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageSink")
+            .field("dir", &self.dir)
+            .field("gzip", &self.gzip)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
+}
+
+impl StageSink {
+    /// Opens (creating it) `stage_root/<topic>/` for `slot` and removes the temporary files a
+    /// previous run of the same slot left behind.
+    pub fn open(stage_root: &Path, topic: &str, slot: &str, gzip: bool) -> Result<Self, SinkError> {
+        let dir = stage_root.join(topic);
+        let positions_dir = dir.join(POSITIONS_DIR);
+        fs::create_dir_all(&positions_dir).map_err(io_error("create", &positions_dir))?;
+        let own_temp_suffix = format!(".{slot}.tmp");
+        for entry in fs::read_dir(&dir).map_err(io_error("list", &dir))? {
+            let entry = entry.map_err(io_error("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(&own_temp_suffix) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_error("remove the leftover", &path))?;
+                tracing::info!(path = %path.display(), "removed a temporary stage file left by an earlier run");
+            }
+        }
+        Ok(Self {
+            topic: topic.to_owned(),
+            dir,
+            positions_dir,
+            slot: slot.to_owned(),
+            gzip,
+            buf: Vec::new(),
+        })
+    }
+
+    /// `STAGE_DIR/<topic>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name of a batch of `partition` from `first` to `last` offset.
+    pub fn file_name(partition: i32, first: i64, last: i64, gzip: bool) -> String {
+        let extension = if gzip { "jsonl.gz" } else { "jsonl" };
+        format!("{partition}-{first}-{last}.{extension}")
+    }
+
+    /// Writes `records` (one partition, in offset order) as one file: temp name, fsync, rename.
+    fn write_file(&mut self, records: &[&SinkRecord], written_at: &str) -> Result<(), SinkError> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(());
+        };
+        let name = Self::file_name(first.partition, first.offset, last.offset, self.gzip);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!(".{name}.{}.tmp", self.slot));
+        self.buf.clear();
+        for record in records {
+            append_record(&mut self.buf, &self.topic, record, written_at);
+        }
+        let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
+        if self.gzip {
+            let mut encoder = GzEncoder::new(&mut file, Compression::fast());
+            encoder
+                .write_all(&self.buf)
+                .and_then(|()| encoder.finish().map(drop))
+                .map_err(io_error("write", &temp))?;
+        } else {
+            file.write_all(&self.buf)
+                .map_err(io_error("write", &temp))?;
+        }
+        file.sync_all().map_err(io_error("fsync", &temp))?;
+        drop(file);
+        fs::rename(&temp, &path).map_err(io_error("rename into place", &path))
+    }
+
+    fn store_position(&self, partition: i32, next_offset: i64) -> Result<(), SinkError> {
+        let path = self.positions_dir.join(format!("{partition}.json"));
+        let temp = self
+            .positions_dir
+            .join(format!(".{partition}.json.{}.tmp", self.slot));
+        let text = serde_json::to_vec(&StoredPosition { next_offset })
+            .expect("a position always serializes");
+        fs::write(&temp, text).map_err(io_error("write", &temp))?;
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error("fsync", &temp))?;
+        fs::rename(&temp, &path).map_err(io_error("rename into place", &path))
+    }
+
+    fn stored_position(&self, partition: i32) -> Option<i64> {
+        let path = self.positions_dir.join(format!("{partition}.json"));
+        let text = fs::read(&path).ok()?;
+        match serde_json::from_slice::<StoredPosition>(&text) {
+            Ok(stored) => Some(stored.next_offset),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable stage position; using the file names alone");
+                None
+            }
+        }
+    }
+}
+
+/// `<partition>-<first>-<last>.jsonl[.gz]` → (partition, last).
+fn parse_file_name(name: &str) -> Option<(i32, i64)> {
+    let stem = name
+        .strip_suffix(".jsonl")
+        .or_else(|| name.strip_suffix(".jsonl.gz"))?;
+    let mut parts = stem.split('-');
+    let partition = parts.next()?.parse().ok()?;
+    let _first: i64 = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((partition, last))
+}
+
+impl Sink for StageSink {
+    fn write(&mut self, batch: &SinkBatch<'_>) -> Result<(), SinkError> {
+        if !batch.records.is_empty() {
+            let written_at = format_written_at(batch.written_at);
+            let mut by_partition: BTreeMap<i32, Vec<&SinkRecord>> = BTreeMap::new();
+            for record in batch.records {
+                by_partition
+                    .entry(record.partition)
+                    .or_default()
+                    .push(record);
+            }
+            for records in by_partition.into_values() {
+                self.write_file(&records, &written_at)?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        for (&partition, &next_offset) in batch.next_offsets {
+            self.store_position(partition, next_offset)?;
+        }
+        sync_dir(&self.positions_dir)
+    }
+
+    fn resume_positions(&self, partitions: &[i32]) -> Result<Positions, SinkError> {
+        let mut positions = Positions::new();
+        for &partition in partitions {
+            if let Some(next) = self.stored_position(partition) {
+                positions.insert(partition, next);
+            }
+        }
+        for entry in fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))? {
+            let entry = entry.map_err(io_error("list", &self.dir))?;
+            let Some((partition, last)) = parse_file_name(&entry.file_name().to_string_lossy())
+            else {
+                continue;
+            };
+            if partitions.contains(&partition) {
+                let next = positions.entry(partition).or_insert(last + 1);
+                *next = (*next).max(last + 1);
+            }
+        }
+        Ok(positions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::RecordValue;
+    use chrono::{DateTime, Utc};
+    use std::io::Read;
+
+    fn record(partition: i32, offset: i64) -> SinkRecord {
+        let fields = serde_json::json!({"id": offset, "category": "CAT_5"});
+        SinkRecord {
+            partition,
+            offset,
+            key: None,
+            value: RecordValue::Json(fields.as_object().unwrap().clone()),
+            changed_at: None,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(StageSink::file_name(3, 10, 19, false), "3-10-19.jsonl");
+        assert_eq!(parse_file_name("3-10-19.jsonl"), Some((3, 19)));
+        assert_eq!(parse_file_name("3-10-19.jsonl.gz"), Some((3, 19)));
+        assert_eq!(parse_file_name(".3-10-19.jsonl.consumer_1.tmp"), None);
+        assert_eq!(parse_file_name("3-10.jsonl"), None);
+        assert_eq!(parse_file_name("notes.txt"), None);
+    }
+
+    #[test]
+    fn one_file_per_partition_and_batch_then_positions() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        let records = vec![record(0, 5), record(1, 7), record(0, 6), record(1, 8)];
+        sink.write(&SinkBatch {
+            records: &records,
+            next_offsets: &Positions::from([(0, 7), (1, 9), (2, 4)]),
+            written_at: now(),
+        })
+        .unwrap();
+        assert_eq!(
+            names(sink.dir()),
+            [".positions", "0-5-6.jsonl", "1-7-8.jsonl"]
+        );
+        let text = fs::read_to_string(sink.dir().join("0-5-6.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["offset"], 6);
+        assert_eq!(lines[1]["topic"], "t");
+        assert_eq!(lines[1]["written_at"], "2024-05-01T10:00:00.000000Z");
+        // Partition 2 only had dead-lettered or filtered records: no file, but a position.
+        assert_eq!(
+            sink.resume_positions(&[0, 1, 2, 3]).unwrap(),
+            Positions::from([(0, 7), (1, 9), (2, 4)])
+        );
+    }
+
+    #[test]
+    fn file_names_cover_a_kill_before_the_position_was_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        sink.write(&SinkBatch {
+            records: &[record(0, 0)],
+            next_offsets: &Positions::from([(0, 1)]),
+            written_at: now(),
+        })
+        .unwrap();
+        // A file renamed into place whose position was never stored, and a loader that already
+        // took the first file away.
+        fs::write(sink.dir().join("0-1-40.jsonl"), "{}\n").unwrap();
+        fs::remove_file(sink.dir().join("0-0-0.jsonl")).unwrap();
+        // Another slot's half-written file does not count.
+        fs::write(sink.dir().join(".0-41-90.jsonl.consumer_2.tmp"), "{").unwrap();
+        assert_eq!(
+            sink.resume_positions(&[0]).unwrap(),
+            Positions::from([(0, 41)])
+        );
+        // Reopening slot 1 removes its own temporary files only.
+        fs::write(sink.dir().join(".0-41-50.jsonl.consumer_1.tmp"), "{").unwrap();
+        let sink = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        assert_eq!(
+            names(sink.dir()),
+            [
+                ".0-41-90.jsonl.consumer_2.tmp",
+                ".positions",
+                "0-1-40.jsonl"
+            ]
+        );
+    }
+
+    #[test]
+    fn gzip_files_hold_the_same_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = StageSink::open(root.path(), "t", "consumer_1", true).unwrap();
+        sink.write(&SinkBatch {
+            records: &[record(2, 10), record(2, 11)],
+            next_offsets: &Positions::from([(2, 12)]),
+            written_at: now(),
+        })
+        .unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(File::open(sink.dir().join("2-10-11.jsonl.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.contains(r#""id":10,"#), "{text}");
+        assert_eq!(
+            sink.resume_positions(&[2]).unwrap(),
+            Positions::from([(2, 12)])
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_naming_the_path() {
+        let root = tempfile::tempdir().unwrap();
+        let mut sink = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        // The topic directory is gone and a file stands in its place.
+        fs::remove_dir_all(sink.dir()).unwrap();
+        fs::write(sink.dir(), "not a directory").unwrap();
+        let err = sink
+            .write(&SinkBatch {
+                records: &[record(0, 0)],
+                next_offsets: &Positions::from([(0, 1)]),
+                written_at: now(),
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("0-0-0.jsonl"), "{err}");
+    }
+}
