@@ -43,6 +43,14 @@ const LEFT_TO_DEFAULTS: &[(&str, &str)] = &[
         "VALUE_SCHEMA",
         "only for the producer's SOURCE=csv with VALUE_FORMAT=avro",
     ),
+    (
+        "CONSUMER_FILTER",
+        "unset keeps every record; compose's consumers log all products",
+    ),
+    (
+        "OUTPUT_TOPIC_PARTITIONS",
+        "only for the consumer's CONSUMER_SINK=topic; unset takes the input topic's count",
+    ),
 ];
 
 /// What each service must be told explicitly in compose (its defaults are for the native run).
