@@ -44,6 +44,10 @@ pub enum PipelineError {
 pub struct FlushPolicy {
     pub max_records: usize,
     pub interval: Duration,
+    /// `max_records` is a hard cap on a batch (stage files): a batch is handed to the writer as
+    /// soon as it is full, waiting for the one in flight. Otherwise (the log) the pending batch
+    /// may keep growing while the writer is busy, which amortizes fsyncs under load.
+    pub strict_max: bool,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +213,9 @@ impl Pipeline {
         self.handled_count += 1;
         self.first_handled_at.get_or_insert_with(Instant::now);
         self.counters(partition).consumed.inc();
+        if self.policy.strict_max && self.handled_count >= self.policy.max_records {
+            self.submit(consumer)?;
+        }
         Ok(())
     }
 

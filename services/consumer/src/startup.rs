@@ -149,6 +149,7 @@ impl Application {
             FlushPolicy {
                 max_records: config.flush_max_records,
                 interval: config.flush_interval,
+                strict_max: matches!(config.sink, SinkConfig::Stage { .. }),
             },
         );
 
