@@ -21,7 +21,7 @@ async fn health_readiness_assignments_and_metrics() {
     })
     .await;
     assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
-    assert_eq!(ready["checks"]["log"]["ok"], true, "{ready}");
+    assert_eq!(ready["checks"]["sink"]["ok"], true, "{ready}");
 
     bed.wait_for_ids(&(1..=50).collect(), LONG).await;
     let assignment = support::assignment(app.port).await.unwrap();

@@ -90,15 +90,36 @@ pub fn format_written_at(time: DateTime<Utc>) -> String {
 }
 
 /// A line for a JSON object read with `INPUT_FORMAT=json`: its fields, then where it came from
-/// and when it was written (these come last; an input field of the same name is shadowed).
-#[derive(Debug, Serialize)]
+/// and when it was written. An input field named like one of those four is left out, so every
+/// line has each key once.
+#[derive(Debug)]
 pub struct JsonObjectLine<'a> {
-    #[serde(flatten)]
     pub fields: &'a serde_json::Map<String, serde_json::Value>,
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     pub written_at: &'a str,
+}
+
+impl JsonObjectLine<'_> {
+    const POSITION_KEYS: [&'static str; 4] = ["topic", "partition", "offset", "written_at"];
+}
+
+impl Serialize for JsonObjectLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.fields {
+            if !Self::POSITION_KEYS.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry("topic", self.topic)?;
+        map.serialize_entry("partition", &self.partition)?;
+        map.serialize_entry("offset", &self.offset)?;
+        map.serialize_entry("written_at", self.written_at)?;
+        map.end()
+    }
 }
 
 /// Appends `record`'s line (see [`LogLine`], [`JsonObjectLine`]) and a newline to `buf`. The
@@ -475,7 +496,7 @@ mod tests {
     #[test]
     fn a_json_object_line_keeps_the_fields_and_adds_the_position() {
         let mut buf = Vec::new();
-        let fields = serde_json::json!({"user_id": "u1", "locale": "RU", "n": 2});
+        let fields = serde_json::json!({"user_id": "u1", "locale": "RU", "n": 2, "offset": "x"});
         let r = SinkRecord {
             partition: 1,
             offset: 5,
@@ -491,6 +512,8 @@ mod tests {
                 "partition": 1, "offset": 5, "written_at": "2024-05-01T10:00:00.000000Z"})
         );
         assert!(buf.ends_with(b"}\n"));
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches("\"offset\"").count(), 1, "{text}");
     }
 
     #[test]
