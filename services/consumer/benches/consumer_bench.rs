@@ -146,7 +146,8 @@ async fn bare_read(topic: &TopicConfig, records: usize) -> Duration {
             .client_config()
             .set("group.id", testkit::unique_name("bench_bare"))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "100")
+            // The consumer's own fetch setting (services/consumer/src/group.rs), so both read alike.
+            .set("fetch.wait.max.ms", "10")
             .create()
             .expect("bare consumer");
         let mut assignment = TopicPartitionList::new();

@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use common::product::ProductId;
 use serde::{Deserialize, Serialize};
 
-use super::{Positions, RecordValue, Sink, SinkBatch, SinkError, SinkRecord};
+use super::{io_error, sync_dir, Positions, RecordValue, Sink, SinkBatch, SinkError, SinkRecord};
 use crate::slot::Slot;
 use crate::transform::TransformedProduct;
 
@@ -196,17 +196,6 @@ impl std::fmt::Debug for JsonLogSink {
             .field("log_path", &self.log_path)
             .field("log_len", &self.log_len)
             .finish_non_exhaustive()
-    }
-}
-
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
-    move |source| SinkError::Io {
-        action,
-        path: path.to_owned(),
-        source,
     }
 }
 
@@ -400,12 +389,6 @@ fn scan_tail(path: &Path, from: u64) -> Result<TailScan, SinkError> {
         }
     }
     Ok(scan)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync directory", dir))
 }
 
 #[cfg(test)]

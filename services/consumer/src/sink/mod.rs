@@ -19,6 +19,7 @@ pub mod stage;
 pub mod topic;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
@@ -71,6 +72,25 @@ pub enum SinkError {
         action: &'static str,
         source: rdkafka::error::KafkaError,
     },
+}
+
+/// Maps an I/O error on `path` to [`SinkError::Io`].
+pub(crate) fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Makes a directory's entries (created, renamed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
 }
 
 pub trait Sink: Send {

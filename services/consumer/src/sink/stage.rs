@@ -30,7 +30,7 @@ use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
 use super::json_log::{append_record, format_written_at};
-use super::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
+use super::{io_error, sync_dir, Positions, Sink, SinkBatch, SinkError, SinkRecord};
 
 const POSITIONS_DIR: &str = ".positions";
 
@@ -55,23 +55,6 @@ impl std::fmt::Debug for StageSink {
             .field("gzip", &self.gzip)
             .finish_non_exhaustive()
     }
-}
-
-fn io_error<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
-    move |source| SinkError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync directory", dir))
 }
 
 impl StageSink {
