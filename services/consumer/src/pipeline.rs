@@ -63,6 +63,8 @@ pub struct Pipeline {
     topic: String,
     decoder: Decoder,
     filter: Option<Filter>,
+    /// Whether the sink writes input keys (copied into each record only then).
+    keep_keys: bool,
     sink: SharedSink,
     writer: Writer,
     dlq: DeadLetterQueue,
@@ -104,11 +106,13 @@ impl Pipeline {
         metrics: ConsumerMetrics,
         policy: FlushPolicy,
     ) -> Self {
+        let keep_keys = sink.needs_keys();
         let sink: SharedSink = std::sync::Arc::new(std::sync::Mutex::new(sink));
         Self {
             topic: topic.to_owned(),
             decoder,
             filter,
+            keep_keys,
             writer: Writer::spawn(std::sync::Arc::clone(&sink)),
             sink,
             dlq,
@@ -185,7 +189,11 @@ impl Pipeline {
             Ok(Some((value, changed_at))) => self.pending.push(SinkRecord {
                 partition,
                 offset,
-                key: message.key().map(<[u8]>::to_vec),
+                key: if self.keep_keys {
+                    message.key().map(<[u8]>::to_vec)
+                } else {
+                    None
+                },
                 value,
                 changed_at,
             }),

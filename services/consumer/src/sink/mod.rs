@@ -41,7 +41,8 @@ pub type Positions = BTreeMap<i32, i64>;
 pub struct SinkRecord {
     pub partition: i32,
     pub offset: i64,
-    /// The input record's key (the output topic's records are keyed the same).
+    /// The input record's key, for sinks that [need it](Sink::needs_keys) (the output topic's
+    /// records are keyed the same); `None` otherwise.
     pub key: Option<Vec<u8>>,
     pub value: RecordValue,
     /// When the product changed (`last_updated`), if known: for end-to-end latency.
@@ -100,4 +101,10 @@ pub trait Sink: Send {
     /// For each of `partitions` that this sink (any replica's part of it) has handled before: the
     /// next offset after the last durable record. Partitions it never saw are absent.
     fn resume_positions(&self, partitions: &[i32]) -> Result<Positions, SinkError>;
+
+    /// Whether records must carry their input key ([`SinkRecord::key`]); copying it for every
+    /// record is skipped for sinks that never write it.
+    fn needs_keys(&self) -> bool {
+        false
+    }
 }

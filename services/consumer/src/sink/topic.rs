@@ -234,6 +234,10 @@ impl Sink for TopicSink {
     fn resume_positions(&self, _partitions: &[i32]) -> Result<Positions, SinkError> {
         Ok(Positions::new())
     }
+
+    fn needs_keys(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
