@@ -75,6 +75,9 @@ export TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-10}"
 export WATERMARK_PATH="${WATERMARK_PATH:-time_track/last_read_timestamp.json}"
 export CONSUMER_LOGS_DIR="${CONSUMER_LOGS_DIR:-consumer_logs}"
 export CONSUMER_GROUP="${CONSUMER_GROUP:-product_updates_consumers}"
+# The native run's broker is tansu 0.6, which returns nothing of a record batch when a fetch starts
+# in its middle: consumers re-read (and skip) up to one producer batch before a resume point.
+export CONSUMER_RESUME_REWIND_RECORDS="${CONSUMER_RESUME_REWIND_RECORDS:-1000}"
 export PRODUCTS_CSV="${PRODUCTS_CSV:-data/products.csv}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export RUST_LOG="${RUST_LOG:-info}"
@@ -211,7 +214,8 @@ wait_until 90 "the producer to be ready and topic $TOPIC to exist" producer_read
 # Everything scale-consumers.sh needs to start more consumers like these.
 {
     declare -px DATABASE_URL KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL TOPIC TOPIC_PARTITIONS \
-        WATERMARK_PATH CONSUMER_LOGS_DIR CONSUMER_GROUP PRODUCTS_CSV LOG_FORMAT RUST_LOG
+        WATERMARK_PATH CONSUMER_LOGS_DIR CONSUMER_GROUP CONSUMER_RESUME_REWIND_RECORDS PRODUCTS_CSV \
+        LOG_FORMAT RUST_LOG
     for v in KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD \
         SCHEMA_REGISTRY_USERNAME SCHEMA_REGISTRY_PASSWORD; do
         if [[ -n "${!v:-}" ]]; then declare -px "$v"; fi

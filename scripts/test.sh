@@ -118,8 +118,9 @@ step "cargo clippy --workspace --all-targets -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings || true
 step "cargo test --workspace" cargo test --workspace || true
 
-# SIGKILL + restart in the same slot is timing-sensitive on tansu 0.6 (a crashed static member
-# can leave its group stuck in rebalance), so it runs on its own and gets one retry, reported.
+# SIGKILL + restart in the same slot is timing-sensitive on tansu 0.6: its two static replicas
+# must join within the same few seconds (tansu never completes a cooperative rebalance that hands
+# revoked partitions to a steady static member), so it runs on its own and gets one retry, reported.
 crash_restart_test() {
     local attempt
     for attempt in 1 2; do

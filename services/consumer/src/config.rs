@@ -15,6 +15,7 @@
 //! | `CONSUMER_SESSION_TIMEOUT_MS` | group session timeout (keep 45 s with tansu) | `45000` |
 //! | `CONSUMER_STATIC_MEMBERSHIP` | use the slot as `group.instance.id` (KIP-345 static membership). Turn off on brokers that never expire a crashed static member (tansu 0.6 expires members only on requests from non-static members) | `true` |
 //! | `CONSUMER_LEAVE_GROUP_ON_SHUTDOWN` | on SIGTERM, leave the group so the partitions move at once (`true`), or stay a static member until the session timeout so a quick restart gets them back without a rebalance (`false`, KIP-345) | `true` |
+//! | `CONSUMER_RESUME_REWIND_RECORDS` | after an assignment, fetch from this many records before each resume point (they are skipped, not written again). Set it to the producer's batch size (1000) on tansu 0.6, which returns nothing of a record batch when a fetch starts in its middle, so a resume in the middle of a batch would skip the rest of that batch; 0 on Kafka | `0` |
 //! | `CONSUMER_KAFKA_DEBUG` | librdkafka debug contexts for troubleshooting (e.g. `cgrp,fetch`), logged at debug level under target `librdkafka` | unset |
 //! | `INPUT_FORMAT` | `avro`: products in the Confluent wire format (the producer's output); `json`: any JSON object per record (e.g. prototype 004's `user-login` events), carried through untransformed | `avro` |
 //! | `CONSUMER_FILTER` | keep only records matching a rule on a field as read, e.g. `locale == "RU"`, `category in ("Cat_1", "Cat_5")` (see [`crate::filter`]) | unset (keep all) |
@@ -69,6 +70,8 @@ pub struct Config {
     pub session_timeout: Duration,
     pub static_membership: bool,
     pub leave_group_on_shutdown: bool,
+    /// Records re-read before each resume point after an assignment.
+    pub resume_rewind_records: i64,
     pub input_format: InputFormat,
     pub filter: Option<Filter>,
     pub sink: SinkConfig,
@@ -215,6 +218,12 @@ impl Config {
             session_timeout,
             static_membership: env.bool("CONSUMER_STATIC_MEMBERSHIP", true)?,
             leave_group_on_shutdown: env.bool("CONSUMER_LEAVE_GROUP_ON_SHUTDOWN", true)?,
+            resume_rewind_records: env.parse_checked(
+                "CONSUMER_RESUME_REWIND_RECORDS",
+                0,
+                "a whole number of records from 0 to 1000000",
+                |n| (0..=1_000_000).contains(n),
+            )?,
             input_format,
             filter,
             sink,
@@ -262,6 +271,7 @@ mod tests {
         assert_eq!(config.slot, None);
         assert_eq!(config.session_timeout, Duration::from_secs(45));
         assert!(config.leave_group_on_shutdown);
+        assert_eq!(config.resume_rewind_records, 0);
         assert!(config.static_membership);
         assert_eq!(config.sink, SinkConfig::Log);
         assert_eq!(config.input_format, InputFormat::Avro);
@@ -303,6 +313,22 @@ mod tests {
         assert_eq!(config.input_format, InputFormat::Json);
         assert_eq!(config.filter.unwrap().field(), "locale");
         assert_eq!(config.flush_max_records, 5000);
+    }
+
+    #[test]
+    fn resume_rewind_is_a_bounded_record_count() {
+        let config = Config::from_env(&Env::from_pairs([(
+            "CONSUMER_RESUME_REWIND_RECORDS",
+            "1000",
+        )]))
+        .unwrap();
+        assert_eq!(config.resume_rewind_records, 1000);
+        for bad in ["-1", "1000001", "lots"] {
+            let err = Config::from_env(&Env::from_pairs([("CONSUMER_RESUME_REWIND_RECORDS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("CONSUMER_RESUME_REWIND_RECORDS"), "{err}");
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Pipeline {
     first_handled_at: Option<Instant>,
     partitions: HashMap<i32, PartitionState>,
     counters: HashMap<i32, PartitionCounters>,
+    /// Records re-read (and skipped) before each resume point; see [`Pipeline::with_resume_rewind`].
+    resume_rewind: i64,
 }
 
 /// The per-partition metric children, looked up once.
@@ -125,6 +127,7 @@ impl Pipeline {
             first_handled_at: None,
             partitions: HashMap::new(),
             counters: HashMap::new(),
+            resume_rewind: 0,
         }
     }
 
@@ -390,9 +393,18 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Partitions just assigned: where to resume each. The sink's positions (across all replicas'
-    /// logs) win over committed offsets when they are further; partitions absent from the result
-    /// start at the committed offset (or the beginning), as librdkafka decides.
+    /// Re-read up to `records` records before each resume point after an assignment (they are
+    /// skipped, not written again). For brokers that, like tansu 0.6, return nothing of a record
+    /// batch when a fetch starts in its middle, which would silently skip the rest of that batch.
+    pub fn with_resume_rewind(mut self, records: i64) -> Self {
+        self.resume_rewind = records.max(0);
+        self
+    }
+
+    /// Partitions just assigned: where to fetch each from. A partition resumes at the furthest of
+    /// its committed offset and the sink's positions (across all replicas' logs), fetching from
+    /// `resume_rewind` records earlier; partitions absent from the result (nothing known) start
+    /// where librdkafka decides (`auto.offset.reset`).
     pub fn assign<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -405,29 +417,32 @@ impl Pipeline {
             tracing::warn!(error = %e, "cannot read the logs' positions; resuming from committed offsets");
             Positions::new()
         });
-        if !resume.is_empty() {
-            let mut tpl = TopicPartitionList::with_capacity(resume.len());
-            for &partition in resume.keys() {
-                tpl.add_partition(&self.topic, partition);
-            }
-            match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-                Ok(committed) => {
-                    for element in committed.elements() {
-                        if let (Offset::Offset(committed), Some(next)) =
-                            (element.offset(), resume.get_mut(&element.partition()))
-                        {
-                            if *next > committed {
-                                let ahead = u64::try_from(*next - committed).unwrap_or_default();
-                                self.metrics.resumed_past_commit.inc_by(ahead);
-                                tracing::info!(partition = element.partition(), committed, resume_at = *next, "the logs hold records past the committed offset; resuming after them");
-                            }
-                            *next = (*next).max(committed);
-                        }
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for &partition in partitions {
+            tpl.add_partition(&self.topic, partition);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(committed) => {
+                for element in committed.elements() {
+                    let Offset::Offset(committed) = element.offset() else {
+                        continue;
+                    };
+                    let next = resume.entry(element.partition()).or_insert(committed);
+                    if *next > committed {
+                        let ahead = u64::try_from(*next - committed).unwrap_or_default();
+                        self.metrics.resumed_past_commit.inc_by(ahead);
+                        tracing::info!(
+                            partition = element.partition(),
+                            committed,
+                            resume_at = *next,
+                            "the logs hold records past the committed offset; resuming after them"
+                        );
                     }
+                    *next = (*next).max(committed);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read committed offsets; resuming from the logs' positions")
-                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; resuming from the logs' positions")
             }
         }
         for &partition in partitions {
@@ -439,8 +454,11 @@ impl Pipeline {
                 },
             );
         }
-        tracing::info!(?partitions, resume_at = ?resume, "partitions assigned");
+        tracing::info!(?partitions, resume_at = ?resume, rewind = self.resume_rewind, "partitions assigned");
         resume
+            .into_iter()
+            .map(|(partition, next)| (partition, (next - self.resume_rewind).max(0)))
+            .collect()
     }
 
     /// Partitions about to be given up: write and commit what was read for them first. When the

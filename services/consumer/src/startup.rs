@@ -151,7 +151,8 @@ impl Application {
                 interval: config.flush_interval,
                 strict_max: matches!(config.sink, SinkConfig::Stage { .. }),
             },
-        );
+        )
+        .with_resume_rewind(config.resume_rewind_records);
 
         let assignments = Arc::new(Assignments::new(&slot.name(), &config.group, &config.topic));
         let context = GroupContext::new(

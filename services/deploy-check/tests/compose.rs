@@ -48,6 +48,10 @@ const LEFT_TO_DEFAULTS: &[(&str, &str)] = &[
         "unset keeps every record; compose's consumers log all products",
     ),
     (
+        "CONSUMER_RESUME_REWIND_RECORDS",
+        "only for tansu 0.6 (the native run sets it); Kafka's fetches return the batch holding the offset",
+    ),
+    (
         "OUTPUT_TOPIC_PARTITIONS",
         "only for the consumer's CONSUMER_SINK=topic; unset takes the input topic's count",
     ),

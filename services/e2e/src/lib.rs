@@ -60,6 +60,8 @@ impl Pipeline {
             ("TOPIC_REPLICATION_FACTOR", "1"),
             ("CONSUMER_GROUP", self.group.as_str()),
             ("HTTP_ADDR", "127.0.0.1:0"),
+            // tansu 0.6 returns nothing of a record batch when a fetch starts in its middle.
+            ("CONSUMER_RESUME_REWIND_RECORDS", "1000"),
         ])
         .with("WATERMARK_PATH", &watermark.to_string_lossy())
         .with("CONSUMER_LOGS_DIR", &logs.to_string_lossy())

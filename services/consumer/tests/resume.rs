@@ -1,0 +1,59 @@
+//! Resuming at a committed offset that falls in the middle of a record batch: every record from
+//! that offset on is written once, and none before it.
+//!
+//! On tansu 0.6 a fetch that starts in the middle of a batch returns nothing of that batch, so a
+//! consumer fetching exactly from its resume point would silently skip the rest of the batch;
+//! `CONSUMER_RESUME_REWIND_RECORDS` (set by the test bed) re-reads from earlier and skips what
+//! precedes the resume point. On Kafka the same test passes with or without it.
+
+mod support;
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use support::{metric, Bed, LONG};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumes_at_a_committed_offset_inside_a_batch() {
+    let bed = Bed::new(1).await;
+    // Sent together, so librdkafka puts them in one batch (offsets 0..=39).
+    bed.produce_products(1..=40).await;
+
+    // The group has already handled offsets 0..=14.
+    let committer: BaseConsumer = testkit::kafka()
+        .client_config()
+        .set("group.id", &bed.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("committing consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&bed.topic.name, 0, Offset::Offset(15))
+        .unwrap();
+    committer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("commit offset 15");
+    drop(committer);
+
+    let app = bed.spawn_app().await;
+    bed.wait_for_ids(&(16..=40).collect(), LONG).await;
+    // Records 1..=15 (offsets 0..=14) were fetched again but only skipped.
+    testkit::wait_until(LONG, "the re-read records counted as skipped", || async {
+        (metric(app.port, "consumer_records_skipped_total").await >= 15.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
+    app.stop().await;
+
+    let lines = bed.log_lines();
+    let mut ids: Vec<i32> = lines.iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (16..=40).collect::<Vec<_>>(),
+        "from the committed offset on, once"
+    );
+    let offsets: Vec<i64> = lines.iter().map(|l| l.offset).collect();
+    assert_eq!(offsets, (15..40).collect::<Vec<_>>(), "in offset order");
+}
