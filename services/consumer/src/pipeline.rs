@@ -175,7 +175,9 @@ impl Pipeline {
                 Ok(None)
             }
             Ok(Input::Product(product)) => {
-                let changed_at = product.last_updated_time();
+                let changed_at = product
+                    .last_updated_micros
+                    .or_else(|| product.last_updated_time().map(|t| t.timestamp_micros()));
                 match transform(product) {
                     Ok(transformed) => Ok(Some((RecordValue::Product(transformed), changed_at))),
                     Err(e) => Err(Poison::from(e)),
@@ -198,7 +200,7 @@ impl Pipeline {
                     None
                 },
                 value,
-                changed_at,
+                changed_at_micros: changed_at,
             }),
             Ok(None) => self.metrics.records_filtered.inc(),
             Err(poison) => {
@@ -364,13 +366,14 @@ impl Pipeline {
             self.metrics.write_duration.observe(duration.as_secs_f64());
             self.metrics.batch_records.observe(job.records.len() as f64);
             let mut written: HashMap<i32, u64> = HashMap::new();
+            let written_at = job.written_at.timestamp_micros();
             for record in &job.records {
                 *written.entry(record.partition).or_default() += 1;
-                if let Some(changed_at) = record.changed_at {
-                    let latency = (job.written_at - changed_at).to_std().unwrap_or_default();
+                if let Some(changed_at) = record.changed_at_micros {
+                    let latency_micros = (written_at - changed_at).max(0);
                     self.metrics
                         .end_to_end_latency
-                        .observe(latency.as_secs_f64());
+                        .observe(latency_micros as f64 / 1e6);
                 }
             }
             for (partition, count) in written {

@@ -45,8 +45,9 @@ pub struct SinkRecord {
     /// records are keyed the same); `None` otherwise.
     pub key: Option<Vec<u8>>,
     pub value: RecordValue,
-    /// When the product changed (`last_updated`), if known: for end-to-end latency.
-    pub changed_at: Option<DateTime<Utc>>,
+    /// When the product changed (`last_updated`, µs since the Unix epoch), if known: for
+    /// end-to-end latency.
+    pub changed_at_micros: Option<i64>,
 }
 
 /// A batch to make durable.

@@ -220,7 +220,7 @@ mod tests {
             offset,
             key: None,
             value: RecordValue::Json(fields.as_object().unwrap().clone()),
-            changed_at: None,
+            changed_at_micros: None,
         }
     }
 

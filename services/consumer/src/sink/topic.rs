@@ -251,7 +251,7 @@ mod tests {
             offset: 1,
             key: None,
             value,
-            changed_at: None,
+            changed_at_micros: None,
         }
     }
 
