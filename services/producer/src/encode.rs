@@ -1,7 +1,7 @@
 //! From a captured row to the Kafka record (key = id as text, value = Avro in the Confluent wire
 //! format), or to a rejection when the row cannot be represented in the value schema.
 
-use common::avro::encode_product_fast;
+use common::avro::encode_product;
 use common::product::{Product, ProductId};
 use serde_json::json;
 
@@ -100,15 +100,15 @@ pub struct EncodedRecord {
     pub value: Vec<u8>,
 }
 
-/// Encodes `row` with the registered `schema_id` (`common::avro::encode_product_fast`: the same
-/// bytes as `encode_product`, without the generic Avro value tree). Every valid product encodes.
+/// Encodes `row` with the registered `schema_id` (`common::avro::encode_product`). Every valid
+/// product encodes.
 /// `schema_id` must be the schema of the row's kind of id (`IdKind::schema_json`): a source
 /// yields one kind only, the one it reported when inspected.
 pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Rejection> {
     let product = to_product(row)?;
     Ok(EncodedRecord {
         key: product.id.to_string(),
-        value: encode_product_fast(schema_id, &product),
+        value: encode_product(schema_id, &product),
     })
 }
 

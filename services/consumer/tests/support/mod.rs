@@ -159,7 +159,7 @@ impl Bed {
         let producer = producer();
         let mut deliveries = Vec::new();
         for id in ids {
-            let value = encode_product(self.schema_id, &Self::product(id)).expect("encode");
+            let value = encode_product(self.schema_id, &Self::product(id));
             let key = id.to_string();
             deliveries.push(
                 producer
