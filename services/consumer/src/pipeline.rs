@@ -115,7 +115,10 @@ impl Pipeline {
             decoder,
             filter,
             keep_keys,
-            writer: Writer::spawn(std::sync::Arc::clone(&sink)),
+            writer: Writer::spawn(
+                std::sync::Arc::clone(&sink),
+                metrics.end_to_end_latency.clone(),
+            ),
             sink,
             dlq,
             metrics,
@@ -354,29 +357,20 @@ impl Pipeline {
         block: bool,
     ) -> Result<(), PipelineError> {
         let Some(WriteDone {
-            mut job,
+            job,
             result,
             duration,
+            records,
+            per_partition,
         }) = self.writer.completed(block)
         else {
             return Ok(());
         };
         result?;
-        if !job.records.is_empty() {
+        if records > 0 {
             self.metrics.write_duration.observe(duration.as_secs_f64());
-            self.metrics.batch_records.observe(job.records.len() as f64);
-            let mut written: HashMap<i32, u64> = HashMap::new();
-            let written_at = job.written_at.timestamp_micros();
-            for record in &job.records {
-                *written.entry(record.partition).or_default() += 1;
-                if let Some(changed_at) = record.changed_at_micros {
-                    let latency_micros = (written_at - changed_at).max(0);
-                    self.metrics
-                        .end_to_end_latency
-                        .observe(latency_micros as f64 / 1e6);
-                }
-            }
-            for (partition, count) in written {
+            self.metrics.batch_records.observe(records as f64);
+            for (partition, count) in per_partition {
                 self.counters(partition).written.inc_by(count);
             }
         }
@@ -391,8 +385,7 @@ impl Pipeline {
         if let Err(e) = consumer.commit(&offsets, mode) {
             tracing::warn!(error = %e, "offset commit failed (the log's own positions prevent duplicates)");
         }
-        job.records.clear();
-        self.spare = job.records;
+        self.spare = job.records; // emptied by the writer, capacity kept
         Ok(())
     }
 

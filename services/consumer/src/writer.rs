@@ -1,7 +1,8 @@
 //! A background thread that makes batches durable ([`Sink::write`]: write + fsync + checkpoint),
 //! so the poll thread decodes the next batch while the previous one is being fsync'd. At most
 //! one batch is in flight; its offsets are committed by the poll thread only once the writer
-//! reports it durable.
+//! reports it durable. The writer also observes the batch's end-to-end latencies and drops its
+//! records, so freeing them does not cost the poll thread (the busier of the two).
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,13 +21,17 @@ pub struct WriteJob {
     pub written_at: DateTime<Utc>,
 }
 
-/// A batch after its write: the job back (to commit its offsets and reuse its buffer) and how
-/// the write went.
+/// A batch after its write: the job back (to commit its offsets and reuse its buffer, now
+/// empty) and how the write went.
 #[derive(Debug)]
 pub struct WriteDone {
     pub job: WriteJob,
     pub result: Result<(), SinkError>,
     pub duration: Duration,
+    /// Records the batch held.
+    pub records: usize,
+    /// Records the batch held per partition.
+    pub per_partition: Vec<(i32, u64)>,
 }
 
 /// The sink, shared between the writer thread and the poll thread (which asks it for resume
@@ -45,23 +50,34 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(sink: SharedSink) -> Self {
+    /// `latency` gets each written record's end-to-end latency (`written_at` − change time).
+    pub fn spawn(sink: SharedSink, latency: prometheus::Histogram) -> Self {
         let (jobs, job_rx) = mpsc::channel::<WriteJob>();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
-                for job in job_rx {
+                for mut job in job_rx {
                     let started = Instant::now();
                     let result = lock(&sink).write(&SinkBatch {
                         records: &job.records,
                         next_offsets: &job.next_offsets,
                         written_at: job.written_at,
                     });
+                    let duration = started.elapsed();
+                    let per_partition = if result.is_ok() {
+                        summarize(&job, &latency)
+                    } else {
+                        Vec::new()
+                    };
+                    let records = job.records.len();
+                    job.records.clear();
                     let done = WriteDone {
                         job,
                         result,
-                        duration: started.elapsed(),
+                        duration,
+                        records,
+                        per_partition,
                     };
                     if done_tx.send(done).is_err() {
                         return;
@@ -108,6 +124,25 @@ impl Writer {
         }
         done
     }
+}
+
+/// Observes the latencies of a written batch's records; returns its record count per partition.
+fn summarize(job: &WriteJob, latency: &prometheus::Histogram) -> Vec<(i32, u64)> {
+    let written_at = job.written_at.timestamp_micros();
+    let mut per_partition: Vec<(i32, u64)> = Vec::new();
+    for record in &job.records {
+        match per_partition
+            .iter_mut()
+            .find(|(p, _)| *p == record.partition)
+        {
+            Some((_, count)) => *count += 1,
+            None => per_partition.push((record.partition, 1)),
+        }
+        if let Some(changed_at) = record.changed_at_micros {
+            latency.observe((written_at - changed_at).max(0) as f64 / 1e6);
+        }
+    }
+    per_partition
 }
 
 impl Drop for Writer {
