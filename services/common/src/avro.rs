@@ -377,16 +377,8 @@ mod tests {
         frame(schema_id, &datum)
     }
 
-    /// The original prototype's schema (shared/reference-data/product_value_avro_schema.json).
-    const PROTOTYPE_SCHEMA: &str = r#"{
-      "namespace": "com.buyonline.product", "name": "Product", "type": "record",
-      "fields": [
-        {"name": "id", "type": "int"},
-        {"name": "name", "type": "string"},
-        {"name": "category", "type": ["null", "string"], "default": null},
-        {"name": "price", "type": "double"},
-        {"name": "last_updated", "type": "string"}
-      ]}"#;
+    /// The original prototype's schema (a copy of `shared/reference-data/product_value_avro_schema.json`).
+    const PROTOTYPE_SCHEMA: &str = include_str!("../../../schemas/prototype_product_value.avsc");
 
     fn sample() -> Product {
         let t = NaiveDateTime::parse_from_str("2023-10-13 10:03:55.250000", "%Y-%m-%d %H:%M:%S%.f")
@@ -598,11 +590,10 @@ mod tests {
     #[test]
     fn a_text_id_writer_schema_other_than_ours_resolves_to_text_ids() {
         // Prototype 002 style: a string id and no last_updated_micros.
-        let writer = Schema::parse_str(&PROTOTYPE_SCHEMA.replace(
-            r#"{"name": "id", "type": "int"}"#,
-            r#"{"name": "id", "type": "string"}"#,
-        ))
-        .unwrap();
+        let mut schema: serde_json::Value = serde_json::from_str(PROTOTYPE_SCHEMA).unwrap();
+        assert_eq!(schema["fields"][0]["name"], "id");
+        schema["fields"][0]["type"] = "string".into();
+        let writer = Schema::parse_str(&schema.to_string()).unwrap();
         let value = Value::Record(vec![
             ("id".into(), Value::String("P0042".into())),
             ("name".into(), Value::String("Widget".into())),

@@ -139,16 +139,8 @@ mod tests {
     use chrono::NaiveDateTime;
     use common::avro::{decode_product, product_schema, unframe};
 
-    /// The original prototype's schema (`shared/reference-data/product_value_avro_schema.json`).
-    const PROTOTYPE_SCHEMA: &str = r#"{
-      "namespace": "com.buyonline.product", "name": "Product", "type": "record",
-      "fields": [
-        {"name": "id", "type": "int"},
-        {"name": "name", "type": "string"},
-        {"name": "category", "type": ["null", "string"], "default": null},
-        {"name": "price", "type": "double"},
-        {"name": "last_updated", "type": "string"}
-      ]}"#;
+    /// The original prototype's schema (a copy of `shared/reference-data/product_value_avro_schema.json`).
+    const PROTOTYPE_SCHEMA: &str = include_str!("../../../schemas/prototype_product_value.avsc");
 
     fn row() -> SourceRow {
         SourceRow {
