@@ -42,7 +42,8 @@ pub const LOG_FILE: &str = "consumer_log.json";
 pub const CHECKPOINT_FILE: &str = "consumer_log.checkpoint.json";
 const CHECKPOINT_TEMP_FILE: &str = ".consumer_log.checkpoint.json.tmp";
 
-/// One line of the log.
+/// One line of the log: its fields, in order. [`append_record`] writes the same bytes as
+/// serializing this, field by field (tested against it).
 #[derive(Debug, Serialize, PartialEq)]
 pub struct LogLine<'a> {
     /// A JSON number, or a string for text ids (`"P0001"`).
