@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 /// A product's id: the 32-bit integer of the `product` table (Avro `int`,
@@ -111,23 +111,24 @@ impl Product {
         }
     }
 
-    /// The exact change time when known, else the whole-second text parsed as UTC.
-    pub fn last_updated_time(&self) -> Option<DateTime<Utc>> {
-        match self.last_updated_micros {
-            Some(micros) => DateTime::from_timestamp_micros(micros),
-            None => NaiveDateTime::parse_from_str(&self.last_updated, LAST_UPDATED_FORMAT)
+    /// The change time in µs since the Unix epoch: the exact time when known (no date
+    /// arithmetic: the consumer asks for every record), else the whole-second text parsed as UTC.
+    pub fn changed_at_micros(&self) -> Option<i64> {
+        self.last_updated_micros.or_else(|| {
+            NaiveDateTime::parse_from_str(&self.last_updated, LAST_UPDATED_FORMAT)
                 .or_else(|_| {
                     NaiveDateTime::parse_from_str(&self.last_updated, "%Y-%m-%d %H:%M:%S%.f")
                 })
                 .ok()
-                .map(|t| t.and_utc()),
-        }
+                .map(|t| t.and_utc().timestamp_micros())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
 
     #[test]
     fn new_keeps_both_the_text_and_the_exact_time() {
@@ -135,7 +136,7 @@ mod tests {
             .unwrap();
         let p = Product::new(1, "Product_1".into(), Some("Cat_1".into()), 40.6, t);
         assert_eq!(p.last_updated, "2023-10-13 10:01:05");
-        assert_eq!(p.last_updated_time().unwrap().naive_utc(), t);
+        assert_eq!(p.changed_at_micros(), Some(t.and_utc().timestamp_micros()));
     }
 
     #[test]
@@ -166,11 +167,9 @@ mod tests {
         let mut p = Product::new(1, "x".into(), None, 1.0, NaiveDateTime::default());
         p.last_updated_micros = None;
         p.last_updated = "2023-10-13 10:01:05".into();
-        assert_eq!(
-            p.last_updated_time().unwrap().to_rfc3339(),
-            "2023-10-13T10:01:05+00:00"
-        );
+        let time = DateTime::<Utc>::from_timestamp_micros(p.changed_at_micros().unwrap()).unwrap();
+        assert_eq!(time.to_rfc3339(), "2023-10-13T10:01:05+00:00");
         p.last_updated = "yesterday".into();
-        assert_eq!(p.last_updated_time(), None);
+        assert_eq!(p.changed_at_micros(), None);
     }
 }

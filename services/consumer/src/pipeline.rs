@@ -178,9 +178,7 @@ impl Pipeline {
                 Ok(None)
             }
             Ok(Input::Product(product)) => {
-                let changed_at = product
-                    .last_updated_micros
-                    .or_else(|| product.last_updated_time().map(|t| t.timestamp_micros()));
+                let changed_at = product.changed_at_micros();
                 match transform(product) {
                     Ok(transformed) => Ok(Some((RecordValue::Product(transformed), changed_at))),
                     Err(e) => Err(Poison::from(e)),
