@@ -358,13 +358,13 @@ impl Pipeline {
             job,
             result,
             duration,
-            records,
             per_partition,
         }) = self.writer.completed(block)
         else {
             return Ok(());
         };
         result?;
+        let records: u64 = per_partition.iter().map(|(_, count)| count).sum();
         if records > 0 {
             self.metrics.write_duration.observe(duration.as_secs_f64());
             self.metrics.batch_records.observe(records as f64);

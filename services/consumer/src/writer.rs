@@ -28,9 +28,7 @@ pub struct WriteDone {
     pub job: WriteJob,
     pub result: Result<(), SinkError>,
     pub duration: Duration,
-    /// Records the batch held.
-    pub records: usize,
-    /// Records the batch held per partition.
+    /// Records the batch held per partition (empty when the write failed).
     pub per_partition: Vec<(i32, u64)>,
 }
 
@@ -70,13 +68,11 @@ impl Writer {
                     } else {
                         Vec::new()
                     };
-                    let records = job.records.len();
                     job.records.clear();
                     let done = WriteDone {
                         job,
                         result,
                         duration,
-                        records,
                         per_partition,
                     };
                     if done_tx.send(done).is_err() {
