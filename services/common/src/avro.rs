@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
-use crate::product::{Product, ProductId};
+use crate::product::{Product, ProductId, ProductIdRef, ProductView};
 
 /// Our value schema (`schemas/product_value.avsc`), registered under `{topic}-value`.
 pub const PRODUCT_SCHEMA_JSON: &str = include_str!("../../../schemas/product_value.avsc");
@@ -170,10 +170,10 @@ fn write_string(out: &mut Vec<u8>, value: &str) {
 /// [`own_schema`]) skips schema resolution, which is most of the decoding time.
 pub fn decode_product(writer: &Schema, mut datum: &[u8]) -> Result<Product, CodecError> {
     if std::ptr::eq(writer, product_schema()) {
-        return decode_own_datum(datum, IdKind::Int);
+        return view_own_datum(datum, IdKind::Int).map(|view| view.to_product());
     }
     if std::ptr::eq(writer, product_text_id_schema()) {
-        return decode_own_datum(datum, IdKind::Text);
+        return view_own_datum(datum, IdKind::Text).map(|view| view.to_product());
     }
     let reader = writer_id_kind(writer).schema();
     let value = apache_avro::from_avro_datum(writer, &mut datum, Some(reader))?;
@@ -192,26 +192,26 @@ fn writer_id_kind(writer: &Schema) -> IdKind {
     }
 }
 
-/// Reads a datum written with our own schema directly (the mirror of [`encode_product`]),
-/// without building an Avro `Value`: several times faster, for the consumer's hot path. Every
-/// byte must be consumed.
-fn decode_own_datum(datum: &[u8], kind: IdKind) -> Result<Product, CodecError> {
+/// Reads a datum written with our own schema for `kind` in place (the mirror of
+/// [`encode_product`]): no Avro `Value`, no allocation; the consumer's hot path. Every byte must
+/// be consumed.
+pub fn view_own_datum(datum: &[u8], kind: IdKind) -> Result<ProductView<'_>, CodecError> {
     let mut input = datum;
     let id = match kind {
-        IdKind::Int => ProductId::Int(
+        IdKind::Int => ProductIdRef::Int(
             i32::try_from(read_long(&mut input)?)
                 .map_err(|_| CodecError::Shape("id does not fit an Avro int".into()))?,
         ),
-        IdKind::Text => ProductId::Text(read_string(&mut input)?),
+        IdKind::Text => ProductIdRef::Text(read_str(&mut input)?),
     };
-    let name = read_string(&mut input)?;
+    let name = read_str(&mut input)?;
     let category = match read_long(&mut input)? {
         0 => None,
-        1 => Some(read_string(&mut input)?),
+        1 => Some(read_str(&mut input)?),
         other => return Err(CodecError::Shape(format!("category: union index {other}"))),
     };
     let price = f64::from_le_bytes(take(&mut input, 8)?.try_into().expect("8 bytes"));
-    let last_updated = read_string(&mut input)?;
+    let last_updated = read_str(&mut input)?;
     let last_updated_micros = match read_long(&mut input)? {
         0 => None,
         1 => Some(read_long(&mut input)?),
@@ -227,7 +227,7 @@ fn decode_own_datum(datum: &[u8], kind: IdKind) -> Result<Product, CodecError> {
             input.len()
         )));
     }
-    Ok(Product {
+    Ok(ProductView {
         id,
         name,
         category,
@@ -265,11 +265,11 @@ fn read_long(input: &mut &[u8]) -> Result<i64, CodecError> {
     Err(CodecError::Shape("number longer than 10 bytes".into()))
 }
 
-fn read_string(input: &mut &[u8]) -> Result<String, CodecError> {
+fn read_str<'a>(input: &mut &'a [u8]) -> Result<&'a str, CodecError> {
     let len = usize::try_from(read_long(input)?)
         .map_err(|_| CodecError::Shape("negative string length".into()))?;
     let bytes = take(input, len)?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| CodecError::Shape("string is not UTF-8".into()))
+    std::str::from_utf8(bytes).map_err(|_| CodecError::Shape("string is not UTF-8".into()))
 }
 
 /// Whether `schema` is one of our product schemas (int or text id; same canonical form).
@@ -282,6 +282,13 @@ pub fn is_product_schema(schema: &Schema) -> bool {
 /// form as `schema`, if any: pass it to [`decode_product`] to decode without resolution.
 /// Computing it is not cheap: do it once per schema id.
 pub fn own_schema(schema: &Schema) -> Option<&'static Schema> {
+    own_schema_kind(schema).map(IdKind::schema)
+}
+
+/// The kind of id of our own schema with the same canonical form as `schema`, if it is one of
+/// ours: its datums can be read in place with [`view_own_datum`]. Computing it is not cheap: do
+/// it once per schema id.
+pub fn own_schema_kind(schema: &Schema) -> Option<IdKind> {
     static CANONICAL: OnceLock<[String; 2]> = OnceLock::new();
     let [int, text] = CANONICAL.get_or_init(|| {
         [
@@ -291,9 +298,9 @@ pub fn own_schema(schema: &Schema) -> Option<&'static Schema> {
     });
     let canonical = schema.canonical_form();
     if canonical == *int {
-        Some(product_schema())
+        Some(IdKind::Int)
     } else if canonical == *text {
-        Some(product_text_id_schema())
+        Some(IdKind::Text)
     } else {
         None
     }

@@ -111,13 +111,75 @@ impl Product {
         }
     }
 
+    /// The product's fields, borrowed.
+    pub fn view(&self) -> ProductView<'_> {
+        ProductView {
+            id: match &self.id {
+                ProductId::Int(id) => ProductIdRef::Int(*id),
+                ProductId::Text(id) => ProductIdRef::Text(id),
+            },
+            name: &self.name,
+            category: self.category.as_deref(),
+            price: self.price,
+            last_updated: &self.last_updated,
+            last_updated_micros: self.last_updated_micros,
+        }
+    }
+
+    /// See [`ProductView::changed_at_micros`].
+    pub fn changed_at_micros(&self) -> Option<i64> {
+        self.view().changed_at_micros()
+    }
+}
+
+/// A product id borrowed from where it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductIdRef<'a> {
+    Int(i32),
+    Text(&'a str),
+}
+
+impl ProductIdRef<'_> {
+    pub fn to_owned(self) -> ProductId {
+        match self {
+            Self::Int(id) => ProductId::Int(id),
+            Self::Text(id) => ProductId::Text(id.to_owned()),
+        }
+    }
+}
+
+/// A [`Product`]'s fields borrowed from where they were read (an Avro datum read in place, see
+/// `avro::view_own_datum`, or a [`Product`]): the consumer's hot path reads records without
+/// allocating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProductView<'a> {
+    pub id: ProductIdRef<'a>,
+    pub name: &'a str,
+    pub category: Option<&'a str>,
+    pub price: f64,
+    pub last_updated: &'a str,
+    pub last_updated_micros: Option<i64>,
+}
+
+impl ProductView<'_> {
+    pub fn to_product(&self) -> Product {
+        Product {
+            id: self.id.to_owned(),
+            name: self.name.to_owned(),
+            category: self.category.map(str::to_owned),
+            price: self.price,
+            last_updated: self.last_updated.to_owned(),
+            last_updated_micros: self.last_updated_micros,
+        }
+    }
+
     /// The change time in µs since the Unix epoch: the exact time when known (no date
     /// arithmetic: the consumer asks for every record), else the whole-second text parsed as UTC.
     pub fn changed_at_micros(&self) -> Option<i64> {
         self.last_updated_micros.or_else(|| {
-            NaiveDateTime::parse_from_str(&self.last_updated, LAST_UPDATED_FORMAT)
+            NaiveDateTime::parse_from_str(self.last_updated, LAST_UPDATED_FORMAT)
                 .or_else(|_| {
-                    NaiveDateTime::parse_from_str(&self.last_updated, "%Y-%m-%d %H:%M:%S%.f")
+                    NaiveDateTime::parse_from_str(self.last_updated, "%Y-%m-%d %H:%M:%S%.f")
                 })
                 .ok()
                 .map(|t| t.and_utc().timestamp_micros())

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use common::avro::{decode_product, own_schema, unframe, CodecError};
-use common::product::Product;
+use common::avro::{decode_product, own_schema_kind, unframe, view_own_datum, CodecError, IdKind};
+use common::product::{Product, ProductView};
 use common::registry::{RegistryClient, RegistryError};
 use tokio::runtime::Handle;
 
@@ -81,9 +81,26 @@ pub enum InputFormat {
 
 /// A decoded record value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    Product(Product),
+pub enum Input<'a> {
+    Product(DecodedProduct<'a>),
     Json(serde_json::Map<String, serde_json::Value>),
+}
+
+/// A decoded product: read in place from the record (written with one of our own schemas, the
+/// usual case), or resolved from another writer schema into a [`Product`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedProduct<'a> {
+    InPlace(ProductView<'a>),
+    Resolved(Product),
+}
+
+impl DecodedProduct<'_> {
+    pub fn view(&self) -> ProductView<'_> {
+        match self {
+            Self::InPlace(view) => *view,
+            Self::Resolved(product) => product.view(),
+        }
+    }
 }
 
 /// Decodes values, fetching writer schemas by id from the registry (kept here once fetched:
@@ -95,21 +112,12 @@ pub struct Decoder {
     schemas: HashMap<u32, WriterSchema>,
 }
 
-/// A writer schema, or one of our own product schemas (int or text id; decoded without schema
-/// resolution).
+/// One of our own product schemas (int or text id; read in place), or another writer schema
+/// (resolved).
 #[derive(Clone)]
 enum WriterSchema {
-    Ours(&'static Schema),
+    Ours(IdKind),
     Other(Arc<Schema>),
-}
-
-impl WriterSchema {
-    fn get(&self) -> &Schema {
-        match self {
-            Self::Ours(schema) => schema,
-            Self::Other(schema) => schema,
-        }
-    }
 }
 
 impl Decoder {
@@ -132,7 +140,7 @@ impl Decoder {
     }
 
     /// Decodes a value in the configured [`InputFormat`].
-    pub fn decode_input(&mut self, value: Option<&[u8]>) -> Result<Input, DecodeError> {
+    pub fn decode_input<'a>(&mut self, value: Option<&'a [u8]>) -> Result<Input<'a>, DecodeError> {
         match self.format {
             InputFormat::Avro => self.decode(value).map(Input::Product),
             InputFormat::Json => decode_json_object(value).map(Input::Json),
@@ -140,7 +148,10 @@ impl Decoder {
     }
 
     /// Decodes a product (Avro, Confluent wire format).
-    pub fn decode(&mut self, value: Option<&[u8]>) -> Result<Product, DecodeError> {
+    pub fn decode<'a>(
+        &mut self,
+        value: Option<&'a [u8]>,
+    ) -> Result<DecodedProduct<'a>, DecodeError> {
         let poison = |reason, e: CodecError| DecodeError::Poison(Poison::new(reason, e));
         let Some(value) = value else {
             return Err(DecodeError::Poison(Poison::new(
@@ -149,8 +160,13 @@ impl Decoder {
             )));
         };
         let (schema_id, datum) = unframe(value).map_err(|e| poison(PoisonReason::WireFormat, e))?;
-        let schema = self.writer_schema(schema_id)?;
-        decode_product(schema.get(), datum).map_err(|e| poison(PoisonReason::Decode, e))
+        match self.writer_schema(schema_id)? {
+            WriterSchema::Ours(kind) => view_own_datum(datum, kind).map(DecodedProduct::InPlace),
+            WriterSchema::Other(schema) => {
+                decode_product(&schema, datum).map(DecodedProduct::Resolved)
+            }
+        }
+        .map_err(|e| poison(PoisonReason::Decode, e))
     }
 
     fn writer_schema(&mut self, id: u32) -> Result<WriterSchema, DecodeError> {
@@ -163,8 +179,8 @@ impl Decoder {
             .block_on(async move { registry.schema(id).await })
         {
             Ok(schema) => {
-                let schema = match own_schema(&schema) {
-                    Some(ours) => WriterSchema::Ours(ours),
+                let schema = match own_schema_kind(&schema) {
+                    Some(kind) => WriterSchema::Ours(kind),
                     None => WriterSchema::Other(schema),
                 };
                 self.schemas.insert(id, schema.clone());

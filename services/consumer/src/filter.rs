@@ -14,7 +14,7 @@
 //! A field the record does not have is `null`. Records that do not match are counted
 //! (`consumer_records_filtered_total`) and skipped; their offsets are committed like any other.
 
-use common::product::{Product, ProductId};
+use common::product::{ProductIdRef, ProductView};
 use serde_json::{Map, Number, Value};
 
 /// The fields a rule can name when the input is products (`INPUT_FORMAT=avro`).
@@ -60,16 +60,16 @@ impl Filter {
     }
 
     /// Whether a product is kept (its fields as read, before the transform).
-    pub fn keeps_product(&self, product: &Product) -> bool {
+    pub fn keeps_product(&self, product: &ProductView<'_>) -> bool {
         let value = match self.field.as_str() {
-            "id" => match &product.id {
-                ProductId::Int(id) => Value::from(*id),
-                ProductId::Text(id) => Value::from(id.as_str()),
+            "id" => match product.id {
+                ProductIdRef::Int(id) => Value::from(id),
+                ProductIdRef::Text(id) => Value::from(id),
             },
-            "name" => Value::from(product.name.as_str()),
-            "category" => product.category.as_deref().map_or(Value::Null, Value::from),
+            "name" => Value::from(product.name),
+            "category" => product.category.map_or(Value::Null, Value::from),
             "price" => Number::from_f64(product.price).map_or(Value::Null, Value::Number),
-            "last_updated" => Value::from(product.last_updated.as_str()),
+            "last_updated" => Value::from(product.last_updated),
             _ => Value::Null,
         };
         self.keeps(Some(&value))
@@ -280,6 +280,7 @@ mod tests {
 
     #[test]
     fn products_are_filtered_on_their_fields_as_read() {
+        use common::product::{Product, ProductId};
         let product = |category: Option<&str>| Product {
             id: ProductId::Int(7),
             name: "Lamp".into(),
@@ -289,18 +290,18 @@ mod tests {
             last_updated_micros: None,
         };
         let cat5 = Filter::parse("category in ('Cat_5', 'Cat_2')").unwrap();
-        assert!(cat5.keeps_product(&product(Some("Cat_5"))));
-        assert!(!cat5.keeps_product(&product(Some("Cat_1"))));
-        assert!(!cat5.keeps_product(&product(None)));
+        assert!(cat5.keeps_product(&product(Some("Cat_5")).view()));
+        assert!(!cat5.keeps_product(&product(Some("Cat_1")).view()));
+        assert!(!cat5.keeps_product(&product(None).view()));
         assert!(Filter::parse("id == 7")
             .unwrap()
-            .keeps_product(&product(None)));
+            .keeps_product(&product(None).view()));
         assert!(Filter::parse("price == 12.5")
             .unwrap()
-            .keeps_product(&product(None)));
+            .keeps_product(&product(None).view()));
         assert!(Filter::parse("name != 'Desk'")
             .unwrap()
-            .keeps_product(&product(None)));
+            .keeps_product(&product(None).view()));
     }
 
     #[test]

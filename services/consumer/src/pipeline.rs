@@ -174,10 +174,13 @@ impl Pipeline {
 
         let filter = self.filter.as_ref();
         let outcome = match self.decoder.decode_input(message.payload()) {
-            Ok(Input::Product(product)) if filter.is_some_and(|f| !f.keeps_product(&product)) => {
+            Ok(Input::Product(product))
+                if filter.is_some_and(|f| !f.keeps_product(&product.view())) =>
+            {
                 Ok(None)
             }
             Ok(Input::Product(product)) => {
+                let product = product.view();
                 let changed_at = product.changed_at_micros();
                 match transform(product) {
                     Ok(transformed) => Ok(Some((RecordValue::Product(transformed), changed_at))),

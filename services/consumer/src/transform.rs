@@ -9,26 +9,123 @@
 //! - A price that is not a finite number (NaN, ±∞) cannot be written as JSON: the record is a
 //!   poison pill and goes to the dead-letter topic.
 
-use common::product::{Product, ProductId};
+use common::product::{ProductId, ProductView};
+use smallvec::SmallVec;
 
 /// The category whose products get a discount.
 pub const DISCOUNTED_CATEGORY: &str = "Cat_5";
 /// `discount_price = price × DISCOUNT_FACTOR`, rounded to cents.
 pub const DISCOUNT_FACTOR: f64 = 0.8;
 
-/// A product as it is written to the log.
-#[derive(Debug, Clone, PartialEq)]
+/// Bytes of text (name, category, `last_updated`) a product keeps inline; longer text goes to the
+/// heap. 64 holds `Product_12345` + `CAT_5` + a microsecond timestamp with room to spare, so the
+/// consumer's hot path allocates nothing per record.
+const INLINE_TEXT: usize = 64;
+
+type TextBuffer = SmallVec<[u8; INLINE_TEXT]>;
+
+/// A product as it is written to the log. Its text fields share one buffer, inline up to
+/// [`INLINE_TEXT`] bytes.
+#[derive(Clone, PartialEq)]
 pub struct TransformedProduct {
     /// An integer, or text for tables with a text key (logged as `7` or `"P0001"`).
     pub id: ProductId,
-    pub name: String,
-    pub category: Option<String>,
+    /// `name`, then the upper-cased `category`, then `last_updated`.
+    text: TextBuffer,
+    name_end: usize,
+    /// Where the category ends; `None` when there is none.
+    category_end: Option<usize>,
     pub price: f64,
-    pub last_updated: String,
     /// The exact change time (µs since the Unix epoch, UTC) when the producer sent it; absent
     /// in records of the original prototype.
     pub last_updated_micros: Option<i64>,
     pub discount_price: Option<f64>,
+}
+
+impl TransformedProduct {
+    /// A product from its fields as they are logged (the category already upper-cased).
+    pub fn from_logged_fields(
+        id: ProductId,
+        name: &str,
+        category: Option<&str>,
+        price: f64,
+        last_updated: &str,
+        last_updated_micros: Option<i64>,
+        discount_price: Option<f64>,
+    ) -> Self {
+        Self::pack(id, name, category, price, last_updated, |buf, text| {
+            buf.extend_from_slice(text.as_bytes());
+        })
+        .with(last_updated_micros, discount_price)
+    }
+
+    /// Packs the text fields into one buffer, the category as `push_category` writes it.
+    fn pack(
+        id: ProductId,
+        name: &str,
+        category: Option<&str>,
+        price: f64,
+        last_updated: &str,
+        push_category: impl Fn(&mut TextBuffer, &str),
+    ) -> Self {
+        let mut text = TextBuffer::new();
+        text.extend_from_slice(name.as_bytes());
+        let name_end = text.len();
+        let category_end = category.map(|category| {
+            push_category(&mut text, category);
+            text.len()
+        });
+        text.extend_from_slice(last_updated.as_bytes());
+        Self {
+            id,
+            text,
+            name_end,
+            category_end,
+            price,
+            last_updated_micros: None,
+            discount_price: None,
+        }
+    }
+
+    fn with(mut self, last_updated_micros: Option<i64>, discount_price: Option<f64>) -> Self {
+        self.last_updated_micros = last_updated_micros;
+        self.discount_price = discount_price;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        self.text_at(0, self.name_end)
+    }
+
+    /// The upper-cased category.
+    pub fn category(&self) -> Option<&str> {
+        self.category_end
+            .map(|end| self.text_at(self.name_end, end))
+    }
+
+    pub fn last_updated(&self) -> &str {
+        let start = self.category_end.unwrap_or(self.name_end);
+        self.text_at(start, self.text.len())
+    }
+
+    fn text_at(&self, start: usize, end: usize) -> &str {
+        std::str::from_utf8(&self.text[start..end])
+            .expect("the text buffer holds whole UTF-8 strings back to back")
+    }
+}
+
+impl std::fmt::Debug for TransformedProduct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransformedProduct")
+            .field("id", &self.id)
+            .field("name", &self.name())
+            .field("category", &self.category())
+            .field("price", &self.price)
+            .field("last_updated", &self.last_updated())
+            .field("last_updated_micros", &self.last_updated_micros)
+            .field("discount_price", &self.discount_price)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -37,32 +134,35 @@ pub enum TransformError {
     NonFinitePrice { id: ProductId, price: f64 },
 }
 
-pub fn transform(product: Product) -> Result<TransformedProduct, TransformError> {
+pub fn transform(product: ProductView<'_>) -> Result<TransformedProduct, TransformError> {
     if !product.price.is_finite() {
         return Err(TransformError::NonFinitePrice {
-            id: product.id,
+            id: product.id.to_owned(),
             price: product.price,
         });
     }
-    let discount_price = discount_price(product.category.as_deref(), product.price);
-    Ok(TransformedProduct {
-        id: product.id,
-        name: product.name,
-        category: product.category.map(upper_case),
-        price: product.price,
-        last_updated: product.last_updated,
-        last_updated_micros: product.last_updated_micros,
-        discount_price,
-    })
+    Ok(TransformedProduct::pack(
+        product.id.to_owned(), // allocates for text ids only
+        product.name,
+        product.category,
+        product.price,
+        product.last_updated,
+        push_upper_case,
+    )
+    .with(
+        product.last_updated_micros,
+        discount_price(product.category, product.price),
+    ))
 }
 
-/// Unicode upper case (`straße` → `STRASSE`), in place for ASCII text.
-fn upper_case(mut text: String) -> String {
+/// Appends Unicode upper case (`straße` → `STRASSE`), byte by byte for ASCII text.
+fn push_upper_case(buf: &mut TextBuffer, text: &str) {
     if text.is_ascii() {
-        text.make_ascii_uppercase();
-        text
+        let start = buf.len();
+        buf.extend_from_slice(text.as_bytes());
+        buf[start..].make_ascii_uppercase();
     } else {
-        text.to_uppercase()
+        buf.extend_from_slice(text.to_uppercase().as_bytes());
     }
 }
 
@@ -74,14 +174,28 @@ pub fn discount_price(original_category: Option<&str>, price: f64) -> Option<f64
 
 /// Python's `round(x, 2)`: Rust's fixed-precision formatting rounds the exact binary value to
 /// the nearest decimal, ties to even, which is what Python does; parsing back gives the nearest
-/// double, as Python's result is.
+/// double, as Python's result is. Formatted on the stack: from 2^52 on every double is a whole
+/// number (and `round` leaves it as it is), so the text below that always fits.
 pub fn round_to_cents(x: f64) -> f64 {
-    format!("{x:.2}").parse().unwrap_or(x)
+    use std::io::Write;
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x; // NaN, whole numbers and ±∞
+    }
+    let mut buf = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{x:.2}").expect("at most 20 characters below 2^52");
+    let len = usize::try_from(cursor.position()).expect("at most 32");
+    std::str::from_utf8(&buf[..len])
+        .expect("a formatted number is ASCII")
+        .parse()
+        .expect("a formatted number parses back")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use common::product::Product;
 
     fn product(category: Option<&str>, price: f64) -> Product {
         Product {
@@ -96,13 +210,13 @@ mod tests {
 
     #[test]
     fn cat_5_gets_twenty_percent_off_rounded_to_cents() {
-        let out = transform(product(Some("Cat_5"), 97.3)).unwrap();
-        assert_eq!(out.category.as_deref(), Some("CAT_5"));
+        let out = transform(product(Some("Cat_5"), 97.3).view()).unwrap();
+        assert_eq!(out.category(), Some("CAT_5"));
         assert_eq!(out.discount_price, Some(77.84));
         assert_eq!(out.price, 97.3);
         assert_eq!(out.id, 5);
-        assert_eq!(out.name, "Product_5");
-        assert_eq!(out.last_updated, "2023-10-13 10:03:55");
+        assert_eq!(out.name(), "Product_5");
+        assert_eq!(out.last_updated(), "2023-10-13 10:03:55");
     }
 
     #[test]
@@ -115,8 +229,8 @@ mod tests {
             (Some("straße"), Some("STRASSE")),
             (None, None),
         ] {
-            let out = transform(product(category, 10.0)).unwrap();
-            assert_eq!(out.category.as_deref(), expected, "{category:?}");
+            let out = transform(product(category, 10.0).view()).unwrap();
+            assert_eq!(out.category(), expected, "{category:?}");
             assert_eq!(out.discount_price, None, "{category:?}");
         }
     }
@@ -136,10 +250,50 @@ mod tests {
     }
 
     #[test]
+    fn long_and_non_ascii_text_survives_the_packing() {
+        let mut p = product(Some("ünïcode ß"), 10.0);
+        p.name = "a long product name ".repeat(20); // far past the inline bytes
+        p.last_updated = "2023-10-13 10:03:55.123456".into();
+        let out = transform(p.view()).unwrap();
+        assert_eq!(out.name(), p.name);
+        assert_eq!(out.category(), Some("ÜNÏCODE SS"));
+        assert_eq!(out.last_updated(), "2023-10-13 10:03:55.123456");
+        let empty = transform(product(Some(""), 1.0).view()).unwrap();
+        assert_eq!(empty.category(), Some(""));
+        assert_eq!(
+            out,
+            TransformedProduct::from_logged_fields(
+                ProductId::Int(5),
+                &p.name,
+                Some("ÜNÏCODE SS"),
+                10.0,
+                "2023-10-13 10:03:55.123456",
+                p.last_updated_micros,
+                None,
+            )
+        );
+    }
+
+    #[test]
+    fn rounding_leaves_huge_and_whole_numbers_alone() {
+        assert_eq!(round_to_cents(1e300), 1e300);
+        assert_eq!(
+            round_to_cents(-4_503_599_627_370_497.0),
+            -4_503_599_627_370_497.0
+        );
+        assert_eq!(
+            round_to_cents(4_503_599_627_370_495.5),
+            4_503_599_627_370_495.5
+        );
+        assert_eq!(round_to_cents(-99_999_999.995), -100_000_000.0);
+        assert!(round_to_cents(f64::NAN).is_nan());
+    }
+
+    #[test]
     fn text_ids_are_carried_through() {
         let mut p = product(Some("Cat_5"), 10.0);
         p.id = ProductId::Text("P0001".into());
-        let out = transform(p).unwrap();
+        let out = transform(p.view()).unwrap();
         assert_eq!(out.id, "P0001");
         assert_eq!(out.discount_price, Some(8.0));
     }
@@ -147,7 +301,7 @@ mod tests {
     #[test]
     fn a_price_that_is_not_a_number_is_an_error() {
         for price in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let err = transform(product(Some("Cat_5"), price)).unwrap_err();
+            let err = transform(product(Some("Cat_5"), price).view()).unwrap_err();
             assert!(
                 matches!(&err, TransformError::NonFinitePrice { id, .. } if *id == 5),
                 "{err}"

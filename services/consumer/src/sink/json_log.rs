@@ -71,10 +71,10 @@ impl<'a> LogLine<'a> {
     ) -> Self {
         Self {
             id: &p.id,
-            name: &p.name,
-            category: p.category.as_deref(),
+            name: p.name(),
+            category: p.category(),
             price: p.price,
-            last_updated: &p.last_updated,
+            last_updated: p.last_updated(),
             last_updated_micros: p.last_updated_micros,
             discount_price: p.discount_price,
             topic,
@@ -163,13 +163,13 @@ fn append_product_line(
     buf.extend_from_slice(br#"{"id":"#);
     value(buf, &p.id);
     buf.extend_from_slice(br#","name":"#);
-    value(buf, p.name.as_str());
+    value(buf, p.name());
     buf.extend_from_slice(br#","category":"#);
-    value(buf, &p.category);
+    value(buf, &p.category());
     buf.extend_from_slice(br#","price":"#);
     value(buf, &p.price);
     buf.extend_from_slice(br#","last_updated":"#);
-    value(buf, p.last_updated.as_str());
+    value(buf, p.last_updated());
     buf.extend_from_slice(br#","last_updated_micros":"#);
     value(buf, &p.last_updated_micros);
     buf.extend_from_slice(br#","discount_price":"#);
@@ -447,15 +447,15 @@ mod tests {
             partition,
             offset,
             key: None,
-            value: RecordValue::Product(TransformedProduct {
-                id: ProductId::Int(7),
-                name: "Product \"7\"".into(),
-                category: category.map(str::to_owned),
-                price: 55.6,
-                last_updated: "2023-10-13 10:11:02".into(),
-                last_updated_micros: Some(1_697_191_862_250_000),
-                discount_price: discount,
-            }),
+            value: RecordValue::Product(TransformedProduct::from_logged_fields(
+                ProductId::Int(7),
+                "Product \"7\"",
+                category,
+                55.6,
+                "2023-10-13 10:11:02",
+                Some(1_697_191_862_250_000),
+                discount,
+            )),
             changed_at_micros: None,
         }
     }
@@ -534,12 +534,15 @@ mod tests {
             ] {
                 for id in [ProductId::Int(-7), ProductId::Text("P\"01".into())] {
                     let mut r = record(i as i32, 1 << 40, category, discount);
-                    if let RecordValue::Product(p) = &mut r.value {
-                        p.id = id;
-                        p.name = (*name).to_owned();
-                        p.price = 1e-7 * (i as f64 + 1.0) * 1e9;
-                        p.last_updated_micros = (i % 2 == 0).then_some(-1);
-                    }
+                    r.value = RecordValue::Product(TransformedProduct::from_logged_fields(
+                        id,
+                        name,
+                        category,
+                        1e-7 * (i as f64 + 1.0) * 1e9,
+                        "2023-10-13 10:11:02",
+                        (i % 2 == 0).then_some(-1),
+                        discount,
+                    ));
                     let RecordValue::Product(p) = &r.value else {
                         unreachable!()
                     };

@@ -82,10 +82,10 @@ impl<'a> From<&'a TransformedProduct> for ProductFields<'a> {
     fn from(p: &'a TransformedProduct) -> Self {
         Self {
             id: &p.id,
-            name: &p.name,
-            category: p.category.as_deref(),
+            name: p.name(),
+            category: p.category(),
             price: p.price,
-            last_updated: &p.last_updated,
+            last_updated: p.last_updated(),
             last_updated_micros: p.last_updated_micros,
             discount_price: p.discount_price,
         }
@@ -286,15 +286,15 @@ mod tests {
 
     #[test]
     fn products_keep_the_transformed_fields() {
-        let product = TransformedProduct {
-            id: 7.into(),
-            name: "Lamp".into(),
-            category: Some("CAT_5".into()),
-            price: 10.0,
-            last_updated: "2024-05-01 10:00:00".into(),
-            last_updated_micros: Some(1),
-            discount_price: Some(8.0),
-        };
+        let product = TransformedProduct::from_logged_fields(
+            7.into(),
+            "Lamp",
+            Some("CAT_5"),
+            10.0,
+            "2024-05-01 10:00:00",
+            Some(1),
+            Some(8.0),
+        );
         let value = value_of(&record(RecordValue::Product(product)));
         assert_eq!(
             value,
