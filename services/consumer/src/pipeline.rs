@@ -173,40 +173,42 @@ impl Pipeline {
         }
 
         let filter = self.filter.as_ref();
-        let outcome = match self.decoder.decode_input(message.payload()) {
-            Ok(Input::Product(product))
-                if filter.is_some_and(|f| !f.keeps_product(&product.view())) =>
-            {
-                Ok(None)
-            }
+        // Each arm pends its record itself: moving it through an intermediate value costs more
+        // than the rest of the hot path.
+        let handled = match self.decoder.decode_input(message.payload()) {
             Ok(Input::Product(product)) => {
                 let product = product.view();
-                let changed_at = product.changed_at_micros();
-                match transform(product) {
-                    Ok(transformed) => Ok(Some((RecordValue::Product(transformed), changed_at))),
-                    Err(e) => Err(Poison::from(e)),
+                if filter.is_some_and(|f| !f.keeps_product(&product)) {
+                    Ok(false)
+                } else {
+                    match transform(product) {
+                        Ok(transformed) => {
+                            self.pend(
+                                message,
+                                RecordValue::Product(transformed),
+                                product.changed_at_micros(),
+                            );
+                            Ok(true)
+                        }
+                        Err(e) => Err(Poison::from(e)),
+                    }
                 }
             }
-            Ok(Input::Json(object)) if filter.is_some_and(|f| !f.keeps_object(&object)) => Ok(None),
-            Ok(Input::Json(object)) => Ok(Some((RecordValue::Json(object), None))),
+            Ok(Input::Json(object)) if filter.is_some_and(|f| !f.keeps_object(&object)) => {
+                Ok(false)
+            }
+            Ok(Input::Json(object)) => {
+                self.pend(message, RecordValue::Json(object), None);
+                Ok(true)
+            }
             Err(DecodeError::Poison(poison)) => Err(poison),
             Err(DecodeError::RegistryUnavailable(e)) => {
                 return self.retry_later(consumer, partition, offset, &e.to_string());
             }
         };
-        match outcome {
-            Ok(Some((value, changed_at))) => self.pending.push(SinkRecord {
-                partition,
-                offset,
-                key: if self.keep_keys {
-                    message.key().map(<[u8]>::to_vec)
-                } else {
-                    None
-                },
-                value,
-                changed_at_micros: changed_at,
-            }),
-            Ok(None) => self.metrics.records_filtered.inc(),
+        match handled {
+            Ok(true) => {}
+            Ok(false) => self.metrics.records_filtered.inc(),
             Err(poison) => {
                 tracing::warn!(
                     partition,
@@ -234,6 +236,26 @@ impl Pipeline {
             self.submit(consumer)?;
         }
         Ok(())
+    }
+
+    /// Adds `message`'s record, now `value`, to the pending batch.
+    fn pend(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        value: RecordValue,
+        changed_at_micros: Option<i64>,
+    ) {
+        self.pending.push(SinkRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: if self.keep_keys {
+                message.key().map(<[u8]>::to_vec)
+            } else {
+                None
+            },
+            value,
+            changed_at_micros,
+        });
     }
 
     /// Pauses `partition` and rewinds it to `offset`, to be retried after a backoff.

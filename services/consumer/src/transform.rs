@@ -108,6 +108,18 @@ impl TransformedProduct {
         self.text_at(start, self.text.len())
     }
 
+    /// The UTF-8 bytes of `name`, `category` and `last_updated`, for writers that copy them as
+    /// they are (checking them again as `str` costs more than writing them).
+    pub fn text_bytes(&self) -> (&[u8], Option<&[u8]>, &[u8]) {
+        let category_start = self.name_end;
+        let last_updated_start = self.category_end.unwrap_or(self.name_end);
+        (
+            &self.text[..self.name_end],
+            self.category_end.map(|end| &self.text[category_start..end]),
+            &self.text[last_updated_start..],
+        )
+    }
+
     fn text_at(&self, start: usize, end: usize) -> &str {
         std::str::from_utf8(&self.text[start..end])
             .expect("the text buffer holds whole UTF-8 strings back to back")

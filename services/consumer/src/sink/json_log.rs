@@ -123,66 +123,112 @@ impl Serialize for JsonObjectLine<'_> {
     }
 }
 
-/// Appends `record`'s line (see [`LogLine`], [`JsonObjectLine`]) and a newline to `buf`. The
-/// stage sink writes the same lines.
+/// Appends `record`'s line (see [`LogLine`], [`JsonObjectLine`]) and a newline to `buf`. For
+/// one record; a batch's lines are written with one [`LineFormat`].
 pub fn append_record(buf: &mut Vec<u8>, topic: &str, record: &SinkRecord, written_at: &str) {
-    let written = match &record.value {
-        RecordValue::Product(product) => {
-            append_product_line(buf, topic, record, product, written_at);
-            Ok(())
-        }
-        RecordValue::Json(fields) => serde_json::to_writer(
-            &mut *buf,
-            &JsonObjectLine {
-                fields,
-                topic,
-                partition: record.partition,
-                offset: record.offset,
-                written_at,
-            },
-        ),
-    };
-    written.expect("a log line always serializes (finite numbers, string keys)");
-    buf.push(b'\n');
+    LineFormat::new(topic, written_at).append(buf, record);
 }
 
-/// A product's line, byte for byte what serde_json makes of [`LogLine`] (tested), with the keys
-/// written as constants rather than escaped for every record: the writer thread's hot path (the
-/// derived serializer spent most of its time escaping keys).
-fn append_product_line(
-    buf: &mut Vec<u8>,
-    topic: &str,
-    record: &SinkRecord,
-    p: &TransformedProduct,
-    written_at: &str,
-) {
-    fn value<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
-        serde_json::to_writer(&mut *buf, value)
-            .expect("a log line value always serializes (finite numbers)");
+/// Writes the lines of one batch (one topic, one write time). The log and the stage sink write
+/// the same lines.
+pub struct LineFormat<'a> {
+    topic: &'a str,
+    written_at: &'a str,
+    /// `,"topic":"…","partition":`, escaped once per batch.
+    topic_and_partition_key: Vec<u8>,
+    /// `,"written_at":"…"}`.
+    written_at_and_end: Vec<u8>,
+}
+
+impl<'a> LineFormat<'a> {
+    pub fn new(topic: &'a str, written_at: &'a str) -> Self {
+        let mut topic_and_partition_key = br#","topic":"#.to_vec();
+        push_json_str(&mut topic_and_partition_key, topic.as_bytes());
+        topic_and_partition_key.extend_from_slice(br#","partition":"#);
+        let mut written_at_and_end = br#","written_at":"#.to_vec();
+        push_json_str(&mut written_at_and_end, written_at.as_bytes());
+        written_at_and_end.push(b'}');
+        Self {
+            topic,
+            written_at,
+            topic_and_partition_key,
+            written_at_and_end,
+        }
     }
-    buf.extend_from_slice(br#"{"id":"#);
-    value(buf, &p.id);
-    buf.extend_from_slice(br#","name":"#);
-    value(buf, p.name());
-    buf.extend_from_slice(br#","category":"#);
-    value(buf, &p.category());
-    buf.extend_from_slice(br#","price":"#);
-    value(buf, &p.price);
-    buf.extend_from_slice(br#","last_updated":"#);
-    value(buf, p.last_updated());
-    buf.extend_from_slice(br#","last_updated_micros":"#);
-    value(buf, &p.last_updated_micros);
-    buf.extend_from_slice(br#","discount_price":"#);
-    value(buf, &p.discount_price);
-    buf.extend_from_slice(br#","topic":"#);
-    value(buf, topic);
-    buf.extend_from_slice(br#","partition":"#);
-    value(buf, &record.partition);
-    buf.extend_from_slice(br#","offset":"#);
-    value(buf, &record.offset);
-    buf.extend_from_slice(br#","written_at":"#);
-    value(buf, written_at);
-    buf.push(b'}');
+
+    /// Appends `record`'s line and a newline to `buf`.
+    pub fn append(&self, buf: &mut Vec<u8>, record: &SinkRecord) {
+        match &record.value {
+            RecordValue::Product(product) => self.append_product_line(buf, record, product),
+            RecordValue::Json(fields) => serde_json::to_writer(
+                &mut *buf,
+                &JsonObjectLine {
+                    fields,
+                    topic: self.topic,
+                    partition: record.partition,
+                    offset: record.offset,
+                    written_at: self.written_at,
+                },
+            )
+            .expect("a JSON object line always serializes (string keys)"),
+        }
+        buf.push(b'\n');
+    }
+
+    /// A product's line, byte for byte what serde_json makes of [`LogLine`] (tested), with the
+    /// keys and the batch's constant fields written as prepared bytes rather than serialized for
+    /// every record: the writer thread's hot path.
+    fn append_product_line(&self, buf: &mut Vec<u8>, record: &SinkRecord, p: &TransformedProduct) {
+        fn value<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
+            serde_json::to_writer(&mut *buf, value)
+                .expect("a log line value always serializes (finite numbers)");
+        }
+        buf.extend_from_slice(br#"{"id":"#);
+        match &p.id {
+            ProductId::Int(id) => value(buf, id),
+            ProductId::Text(id) => push_json_str(buf, id.as_bytes()),
+        }
+        let (name, category, last_updated) = p.text_bytes();
+        buf.extend_from_slice(br#","name":"#);
+        push_json_str(buf, name);
+        buf.extend_from_slice(br#","category":"#);
+        match category {
+            Some(category) => push_json_str(buf, category),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(br#","price":"#);
+        value(buf, &p.price);
+        buf.extend_from_slice(br#","last_updated":"#);
+        push_json_str(buf, last_updated);
+        buf.extend_from_slice(br#","last_updated_micros":"#);
+        value(buf, &p.last_updated_micros);
+        buf.extend_from_slice(br#","discount_price":"#);
+        value(buf, &p.discount_price);
+        buf.extend_from_slice(&self.topic_and_partition_key);
+        value(buf, &record.partition);
+        buf.extend_from_slice(br#","offset":"#);
+        value(buf, &record.offset);
+        buf.extend_from_slice(&self.written_at_and_end);
+    }
+}
+
+/// The UTF-8 `text` as a JSON string, as serde_json writes it: text without quotes, backslashes
+/// or control characters (nearly all of it) is copied as it is; anything else goes through
+/// serde_json.
+fn push_json_str(buf: &mut Vec<u8>, text: &[u8]) {
+    // Without an early exit, so the check vectorizes.
+    let plain = text.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        buf.reserve(text.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(text);
+        buf.push(b'"');
+    } else {
+        let text = std::str::from_utf8(text).expect("push_json_str takes UTF-8 text");
+        serde_json::to_writer(&mut *buf, text).expect("a string always serializes");
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -304,9 +350,10 @@ impl Sink for JsonLogSink {
     fn write(&mut self, batch: &SinkBatch<'_>) -> Result<(), SinkError> {
         if !batch.records.is_empty() {
             let written_at = format_written_at(batch.written_at);
+            let lines = LineFormat::new(&self.topic, &written_at);
             self.buf.clear();
             for record in batch.records {
-                append_record(&mut self.buf, &self.topic, record, &written_at);
+                lines.append(&mut self.buf, record);
             }
             self.log
                 .write_all(&self.buf)

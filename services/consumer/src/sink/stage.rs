@@ -29,7 +29,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
-use super::json_log::{append_record, format_written_at};
+use super::json_log::{format_written_at, LineFormat};
 use super::{io_error, sync_dir, Positions, Sink, SinkBatch, SinkError, SinkRecord};
 
 const POSITIONS_DIR: &str = ".positions";
@@ -103,9 +103,10 @@ impl StageSink {
         let name = Self::file_name(first.partition, first.offset, last.offset, self.gzip);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!(".{name}.{}.tmp", self.slot));
+        let lines = LineFormat::new(&self.topic, written_at);
         self.buf.clear();
         for record in records {
-            append_record(&mut self.buf, &self.topic, record, written_at);
+            lines.append(&mut self.buf, record);
         }
         let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
         if self.gzip {
