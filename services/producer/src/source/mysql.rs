@@ -148,6 +148,19 @@ struct HorizonState {
     bounds: TransactionBounds,
     /// The last horizon computed from a complete listing; it stays safe forever.
     last: Option<(NaiveDateTime, HorizonBound)>,
+    /// Whether the last read returned as many rows as it asked for (capture is catching up).
+    last_read_full: bool,
+}
+
+impl HorizonState {
+    /// While capture catches up (the last read was full), the next read reuses the last horizon
+    /// instead of listing the open transactions again (`SHOW ENGINE INNODB STATUS` costs the
+    /// server more than reading a batch). An older horizon is always safe, only less far; a
+    /// streak of full reads ends at the latest when the rows below it are read, and the read
+    /// after a short one takes a fresh horizon, so the delay of a caught-up capture is unchanged.
+    fn reusable(&self) -> Option<(NaiveDateTime, HorizonBound)> {
+        self.last.filter(|_| self.last_read_full)
+    }
 }
 
 /// Connection pool options: every connection's session runs in UTC, so `TIMESTAMP` values and
@@ -291,7 +304,15 @@ impl MySqlSource {
         let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
-        let (horizon, bound) = self.horizon().await?;
+        let reusable = self
+            .horizon_state
+            .lock()
+            .expect("horizon state lock")
+            .reusable();
+        let (horizon, bound) = match reusable {
+            Some(horizon) => horizon,
+            None => self.horizon().await?,
+        };
         let horizon_utc = horizon.and_utc();
         let rows: Vec<ProductRow> = match after {
             None => {
@@ -333,6 +354,10 @@ impl MySqlSource {
                     .await?
             }
         };
+        self.horizon_state
+            .lock()
+            .expect("horizon state lock")
+            .last_read_full = rows.len() >= limit as usize;
         Ok(Batch {
             rows: rows.into_iter().map(SourceRow::from).collect(),
             horizon,
@@ -402,6 +427,27 @@ mod tests {
             ("price", "decimal", "decimal(10,2)"),
             ("last_updated", "timestamp", "timestamp(6)"),
         ])
+    }
+
+    #[test]
+    fn a_horizon_is_reused_only_after_a_full_read() {
+        let mut state = HorizonState::default();
+        assert_eq!(state.reusable(), None, "nothing to reuse yet");
+        state.last_read_full = true;
+        assert_eq!(
+            state.reusable(),
+            None,
+            "no horizon from a complete listing yet"
+        );
+        let horizon = (NaiveDateTime::default(), HorizonBound::OpenTransaction);
+        state.last = Some(horizon);
+        assert_eq!(state.reusable(), Some(horizon));
+        state.last_read_full = false;
+        assert_eq!(
+            state.reusable(),
+            None,
+            "after a short read, a fresh horizon"
+        );
     }
 
     #[test]
