@@ -117,15 +117,21 @@ pub fn unframe(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 /// product with `schemas/product_value.avsc` and `schemas/product_value_text_id.avsc` (the id is
 /// the only difference: a zig-zag `int` or a `string`).
 pub fn encode_product(schema_id: u32, product: &Product) -> Vec<u8> {
+    encode_view(schema_id, &product.view())
+}
+
+/// [`encode_product`] for a product's fields borrowed from wherever they are (the producer
+/// encodes straight from the row it read).
+pub fn encode_view(schema_id: u32, product: &ProductView<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 48 + product.name.len());
     out.push(MAGIC_BYTE);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    match &product.id {
-        ProductId::Int(id) => write_long(&mut out, i64::from(*id)),
-        ProductId::Text(id) => write_string(&mut out, id),
+    match product.id {
+        ProductIdRef::Int(id) => write_long(&mut out, i64::from(id)),
+        ProductIdRef::Text(id) => write_string(&mut out, id),
     }
-    write_string(&mut out, &product.name);
-    match &product.category {
+    write_string(&mut out, product.name);
+    match product.category {
         None => write_long(&mut out, 0),
         Some(category) => {
             write_long(&mut out, 1);
@@ -133,7 +139,7 @@ pub fn encode_product(schema_id: u32, product: &Product) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&product.price.to_le_bytes());
-    write_string(&mut out, &product.last_updated);
+    write_string(&mut out, product.last_updated);
     match product.last_updated_micros {
         None => write_long(&mut out, 0),
         Some(micros) => {

@@ -92,6 +92,37 @@ pub struct Product {
 /// The text form of `last_updated` the original prototype wrote: whole seconds.
 pub const LAST_UPDATED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// `time` as [`LAST_UPDATED_FORMAT`] writes it, digit by digit for four-digit years (the
+/// producer stamps every row: chrono's general formatter parses the format string every time);
+/// other years through chrono.
+pub fn format_last_updated(time: NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    let year = time.year();
+    if !(0..=9999).contains(&year) {
+        return time.format(LAST_UPDATED_FORMAT).to_string();
+    }
+    let mut text = [0u8; 19];
+    let mut put = |at: usize, digits: usize, value: u32| {
+        let mut value = value;
+        for i in (at..at + digits).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, time.month());
+    put(8, 2, time.day());
+    put(11, 2, time.hour());
+    put(14, 2, time.minute());
+    put(17, 2, time.second());
+    text[4] = b'-';
+    text[7] = b'-';
+    text[10] = b' ';
+    text[13] = b':';
+    text[16] = b':';
+    String::from_utf8(text.to_vec()).expect("digits and separators are ASCII")
+}
+
 impl Product {
     /// A product stamped at `last_updated` (database time, UTC).
     pub fn new(
@@ -106,7 +137,7 @@ impl Product {
             name,
             category,
             price,
-            last_updated: last_updated.format(LAST_UPDATED_FORMAT).to_string(),
+            last_updated: format_last_updated(last_updated),
             last_updated_micros: Some(last_updated.and_utc().timestamp_micros()),
         }
     }
@@ -199,6 +230,36 @@ mod tests {
         let p = Product::new(1, "Product_1".into(), Some("Cat_1".into()), 40.6, t);
         assert_eq!(p.last_updated, "2023-10-13 10:01:05");
         assert_eq!(p.changed_at_micros(), Some(t.and_utc().timestamp_micros()));
+    }
+
+    #[test]
+    fn last_updated_is_formatted_as_chrono_formats_it() {
+        let mut times: Vec<NaiveDateTime> = [
+            "0000-01-01 00:00:00",
+            "0999-12-31 23:59:59.999999",
+            "1970-01-01 00:00:00",
+            "2023-10-13 10:01:05.123456",
+            "2038-01-19 03:14:07",
+            "9999-12-31 23:59:59.999999",
+        ]
+        .iter()
+        .map(|t| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").unwrap())
+        .collect();
+        // Outside four-digit years (chrono writes a sign and more digits).
+        times.push(NaiveDateTime::MIN);
+        times.push(NaiveDateTime::MAX);
+        let mut t = NaiveDateTime::default();
+        for _ in 0..2000 {
+            t += chrono::Duration::seconds(7_919_993); // about three months, odd seconds
+            times.push(t);
+        }
+        for time in times {
+            assert_eq!(
+                format_last_updated(time),
+                time.format(LAST_UPDATED_FORMAT).to_string(),
+                "{time:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! From a captured row to the Kafka record (key = id as text, value = Avro in the Confluent wire
 //! format), or to a rejection when the row cannot be represented in the value schema.
 
-use common::avro::encode_product;
-use common::product::{Product, ProductId};
+use common::avro::encode_view;
+use common::product::{format_last_updated, ProductIdRef, ProductView};
 use serde_json::json;
 
 use crate::position::RowKey;
@@ -51,21 +51,25 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// The product a row stands for, or why it cannot be one.
-pub fn to_product(row: &SourceRow) -> Result<Product, Rejection> {
+/// The product a row stands for (borrowed from it; `last_updated` is the row's time as text,
+/// see [`format_last_updated`]), or why it cannot be one.
+pub fn to_product<'a>(
+    row: &'a SourceRow,
+    last_updated: &'a str,
+) -> Result<ProductView<'a>, Rejection> {
     let reject = |reason: RejectReason, detail: String| Rejection { reason, detail };
     let id = match &row.id {
-        RowKey::Int(id) => ProductId::Int(i32::try_from(*id).map_err(|_| {
+        RowKey::Int(id) => ProductIdRef::Int(i32::try_from(*id).map_err(|_| {
             reject(
                 RejectReason::IdOutOfRange,
                 format!("id {id} does not fit the schema's 32-bit int"),
             )
         })?),
-        RowKey::Text(id) => ProductId::Text(id.clone()),
+        RowKey::Text(id) => ProductIdRef::Text(id),
     };
     let name = row
         .name
-        .clone()
+        .as_deref()
         .ok_or_else(|| reject(RejectReason::NullName, "name is NULL".into()))?;
     let price = row
         .price
@@ -82,13 +86,14 @@ pub fn to_product(row: &SourceRow) -> Result<Product, Rejection> {
             format!("price {price} is negative"),
         ));
     }
-    Ok(Product::new(
+    Ok(ProductView {
         id,
         name,
-        row.category.clone(),
+        category: row.category.as_deref(),
         price,
-        row.last_updated,
-    ))
+        last_updated,
+        last_updated_micros: Some(row.last_updated.and_utc().timestamp_micros()),
+    })
 }
 
 /// A record ready to be produced.
@@ -100,15 +105,19 @@ pub struct EncodedRecord {
     pub value: Vec<u8>,
 }
 
-/// Encodes `row` with the registered `schema_id` (`common::avro::encode_product`). Every valid
+/// Encodes `row` with the registered `schema_id` (`common::avro::encode_view`). Every valid
 /// product encodes.
 /// `schema_id` must be the schema of the row's kind of id (`IdKind::schema_json`): a source
 /// yields one kind only, the one it reported when inspected.
 pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Rejection> {
-    let product = to_product(row)?;
+    let last_updated = format_last_updated(row.last_updated);
+    let product = to_product(row, &last_updated)?;
     Ok(EncodedRecord {
-        key: product.id.to_string(),
-        value: encode_product(schema_id, &product),
+        key: match product.id {
+            ProductIdRef::Int(id) => id.to_string(),
+            ProductIdRef::Text(id) => id.to_owned(),
+        },
+        value: encode_view(schema_id, &product),
     })
 }
 
@@ -263,7 +272,7 @@ mod tests {
     fn dead_letter_json_carries_reason_and_row() {
         let mut r = row();
         r.name = None;
-        let rejection = to_product(&r).unwrap_err();
+        let rejection = to_product(&r, "").unwrap_err();
         let text = dead_letter_json(&r, &rejection, "mysql product table");
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["reason"], "null_name");
