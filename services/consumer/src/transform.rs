@@ -53,44 +53,18 @@ impl TransformedProduct {
         last_updated_micros: Option<i64>,
         discount_price: Option<f64>,
     ) -> Self {
-        Self::pack(id, name, category, price, last_updated, |buf, text| {
+        let text = PackedText::new(name, category, last_updated, |buf, text| {
             buf.extend_from_slice(text.as_bytes());
-        })
-        .with(last_updated_micros, discount_price)
-    }
-
-    /// Packs the text fields into one buffer, the category as `push_category` writes it.
-    fn pack(
-        id: ProductId,
-        name: &str,
-        category: Option<&str>,
-        price: f64,
-        last_updated: &str,
-        push_category: impl Fn(&mut TextBuffer, &str),
-    ) -> Self {
-        let mut text = TextBuffer::new();
-        text.extend_from_slice(name.as_bytes());
-        let name_end = text.len();
-        let category_end = category.map(|category| {
-            push_category(&mut text, category);
-            text.len()
         });
-        text.extend_from_slice(last_updated.as_bytes());
         Self {
             id,
-            text,
-            name_end,
-            category_end,
+            text: text.bytes,
+            name_end: text.name_end,
+            category_end: text.category_end,
             price,
-            last_updated_micros: None,
-            discount_price: None,
+            last_updated_micros,
+            discount_price,
         }
-    }
-
-    fn with(mut self, last_updated_micros: Option<i64>, discount_price: Option<f64>) -> Self {
-        self.last_updated_micros = last_updated_micros;
-        self.discount_price = discount_price;
-        self
     }
 
     pub fn name(&self) -> &str {
@@ -140,6 +114,37 @@ impl std::fmt::Debug for TransformedProduct {
     }
 }
 
+/// The text fields packed back to back, and where they end.
+struct PackedText {
+    bytes: TextBuffer,
+    name_end: usize,
+    category_end: Option<usize>,
+}
+
+impl PackedText {
+    /// `name`, the category as `push_category` writes it, `last_updated`.
+    fn new(
+        name: &str,
+        category: Option<&str>,
+        last_updated: &str,
+        push_category: impl Fn(&mut TextBuffer, &str),
+    ) -> Self {
+        let mut bytes = TextBuffer::new();
+        bytes.extend_from_slice(name.as_bytes());
+        let name_end = bytes.len();
+        let category_end = category.map(|category| {
+            push_category(&mut bytes, category);
+            bytes.len()
+        });
+        bytes.extend_from_slice(last_updated.as_bytes());
+        Self {
+            bytes,
+            name_end,
+            category_end,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransformError {
     #[error("product {id} has a price that is not a finite number ({price})")]
@@ -153,18 +158,21 @@ pub fn transform(product: ProductView<'_>) -> Result<TransformedProduct, Transfo
             price: product.price,
         });
     }
-    Ok(TransformedProduct::pack(
-        product.id.to_owned(), // allocates for text ids only
+    let text = PackedText::new(
         product.name,
         product.category,
-        product.price,
         product.last_updated,
         push_upper_case,
-    )
-    .with(
-        product.last_updated_micros,
-        discount_price(product.category, product.price),
-    ))
+    );
+    Ok(TransformedProduct {
+        id: product.id.to_owned(), // allocates for text ids only
+        text: text.bytes,
+        name_end: text.name_end,
+        category_end: text.category_end,
+        price: product.price,
+        last_updated_micros: product.last_updated_micros,
+        discount_price: discount_price(product.category, product.price),
+    })
 }
 
 /// Appends Unicode upper case (`straße` → `STRASSE`), byte by byte for ASCII text.
