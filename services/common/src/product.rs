@@ -25,6 +25,14 @@ impl ProductId {
         }
     }
 
+    /// The id, borrowed.
+    pub fn as_id_ref(&self) -> ProductIdRef<'_> {
+        match self {
+            Self::Int(id) => ProductIdRef::Int(*id),
+            Self::Text(id) => ProductIdRef::Text(id),
+        }
+    }
+
     /// The text id, if it is one.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -37,10 +45,7 @@ impl ProductId {
 /// The id as the Kafka key holds it: decimal digits or the text itself.
 impl fmt::Display for ProductId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(id) => write!(f, "{id}"),
-            Self::Text(id) => f.write_str(id),
-        }
+        self.as_id_ref().fmt(f)
     }
 }
 
@@ -145,10 +150,7 @@ impl Product {
     /// The product's fields, borrowed.
     pub fn view(&self) -> ProductView<'_> {
         ProductView {
-            id: match &self.id {
-                ProductId::Int(id) => ProductIdRef::Int(*id),
-                ProductId::Text(id) => ProductIdRef::Text(id),
-            },
+            id: self.id.as_id_ref(),
             name: &self.name,
             category: self.category.as_deref(),
             price: self.price,
@@ -168,6 +170,16 @@ impl Product {
 pub enum ProductIdRef<'a> {
     Int(i32),
     Text(&'a str),
+}
+
+/// The id as the Kafka key holds it: decimal digits or the text itself.
+impl fmt::Display for ProductIdRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(id) => write!(f, "{id}"),
+            Self::Text(id) => f.write_str(id),
+        }
+    }
 }
 
 impl ProductIdRef<'_> {

@@ -113,10 +113,7 @@ pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Reje
     let last_updated = format_last_updated(row.last_updated);
     let product = to_product(row, &last_updated)?;
     Ok(EncodedRecord {
-        key: match product.id {
-            ProductIdRef::Int(id) => id.to_string(),
-            ProductIdRef::Text(id) => id.to_owned(),
-        },
+        key: product.id.to_string(),
         value: encode_view(schema_id, &product),
     })
 }
