@@ -41,6 +41,10 @@ use crate::transform::TransformedProduct;
 pub const LOG_FILE: &str = "consumer_log.json";
 pub const CHECKPOINT_FILE: &str = "consumer_log.checkpoint.json";
 const CHECKPOINT_TEMP_FILE: &str = ".consumer_log.checkpoint.json.tmp";
+/// A batch's lines go to the log in pieces of about this size, each written while it is still in
+/// the CPU cache: the kernel's copy into the page cache, most of the writer thread's time, ran
+/// at about half the speed from a whole batch's buffer (megabytes, out of cache by then).
+const WRITE_CHUNK_BYTES: usize = 128 * 1024;
 
 /// One line of the log: its fields, in order. [`append_record`] writes the same bytes as
 /// serializing this, field by field (tested against it).
@@ -327,7 +331,7 @@ impl JsonLogSink {
             log_path,
             log_len: scan.complete_len,
             checkpoint,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(WRITE_CHUNK_BYTES + 4096),
         };
         sink.write_checkpoint()?;
         Ok(sink)
@@ -354,14 +358,24 @@ impl Sink for JsonLogSink {
             self.buf.clear();
             for record in batch.records {
                 lines.append(&mut self.buf, record);
+                if self.buf.len() >= WRITE_CHUNK_BYTES {
+                    append_lines(
+                        &mut self.log,
+                        &self.log_path,
+                        &mut self.log_len,
+                        &mut self.buf,
+                    )?;
+                }
             }
-            self.log
-                .write_all(&self.buf)
-                .map_err(io_error("append to", &self.log_path))?;
+            append_lines(
+                &mut self.log,
+                &self.log_path,
+                &mut self.log_len,
+                &mut self.buf,
+            )?;
             self.log
                 .sync_data()
                 .map_err(io_error("fsync", &self.log_path))?;
-            self.log_len += self.buf.len() as u64;
         }
         self.checkpoint.merge(&self.topic, batch.next_offsets);
         self.checkpoint.log_bytes = self.log_len;
@@ -388,6 +402,21 @@ impl Sink for JsonLogSink {
         }
         Ok(found)
     }
+}
+
+/// Appends the lines in `buf` to `log` (not yet fsync'd), counts them into `log_len` and empties
+/// `buf`.
+fn append_lines(
+    log: &mut File,
+    log_path: &Path,
+    log_len: &mut u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), SinkError> {
+    log.write_all(buf)
+        .map_err(io_error("append to", log_path))?;
+    *log_len += buf.len() as u64;
+    buf.clear();
+    Ok(())
 }
 
 /// Next offsets of `topic` in the slot directory `dir`: its checkpoint plus its log's complete
