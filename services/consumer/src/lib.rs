@@ -7,7 +7,7 @@
 //! - [`decode`], [`filter`], [`transform`]: wire format (Avro product or JSON object) → kept or
 //!   not (`CONSUMER_FILTER`) → output record (pure transform).
 //! - [`sink`]: where records go: the JSON log, a stage directory or an output topic.
-//! - [`pipeline`]: batching, dead-lettering, flush (write, fsync, checkpoint) then commit.
+//! - [`pipeline`] (with [`partition_map`]): batching, dead-lettering, flush (write, fsync, checkpoint) then commit.
 //! - [`writer`]: the thread that writes and fsyncs one batch while the next is being read.
 //! - [`group`]: the Kafka consumer, rebalance handling, the poll loop.
 //! - [`startup`]: [`Application`] (build, then run until shutdown) and HTTP
@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod filter;
 pub mod group;
 pub mod metrics;
+pub mod partition_map;
 pub mod pipeline;
 pub mod sink;
 pub mod slot;

@@ -9,7 +9,7 @@
 //! batch (one batch in flight at most). Records Kafka delivers again below a partition's next
 //! offset are skipped, so they are never written twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -21,6 +21,7 @@ use crate::decode::{DecodeError, Decoder, Input, Poison};
 use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::filter::Filter;
 use crate::metrics::ConsumerMetrics;
+use crate::partition_map::PartitionMap;
 use crate::sink::{Positions, RecordValue, Sink, SinkError, SinkRecord};
 use crate::transform::transform;
 use crate::writer::{self, SharedSink, WriteDone, WriteJob, Writer};
@@ -77,8 +78,8 @@ pub struct Pipeline {
     handled: Positions,
     handled_count: usize,
     first_handled_at: Option<Instant>,
-    partitions: HashMap<i32, PartitionState>,
-    counters: HashMap<i32, PartitionCounters>,
+    partitions: PartitionMap<PartitionState>,
+    counters: PartitionMap<PartitionCounters>,
     /// Records re-read (and skipped) before each resume point; see [`Pipeline::with_resume_rewind`].
     resume_rewind: i64,
 }
@@ -128,15 +129,15 @@ impl Pipeline {
             handled: Positions::new(),
             handled_count: 0,
             first_handled_at: None,
-            partitions: HashMap::new(),
-            counters: HashMap::new(),
+            partitions: PartitionMap::new(),
+            counters: PartitionMap::new(),
             resume_rewind: 0,
         }
     }
 
     fn counters(&mut self, partition: i32) -> &PartitionCounters {
         let metrics = &self.metrics;
-        self.counters.entry(partition).or_insert_with(|| {
+        self.counters.get_or_insert_with(partition, || {
             let label = partition.to_string();
             PartitionCounters {
                 consumed: metrics.records_consumed.with_label_values(&[&label]),
@@ -156,7 +157,7 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let partition = message.partition();
         let offset = message.offset();
-        let Some(state) = self.partitions.get(&partition) else {
+        let Some(state) = self.partitions.get(partition) else {
             tracing::debug!(
                 partition,
                 offset,
@@ -225,7 +226,9 @@ impl Pipeline {
                     .inc();
             }
         }
-        let state = self.partitions.entry(partition).or_default();
+        let state = self
+            .partitions
+            .get_or_insert_with(partition, PartitionState::default);
         state.next_offset = Some(offset + 1);
         state.consecutive_failures = 0;
         self.handled.insert(partition, offset + 1);
@@ -266,7 +269,9 @@ impl Pipeline {
         offset: i64,
         error: &str,
     ) -> Result<(), PipelineError> {
-        let state = self.partitions.entry(partition).or_default();
+        let state = self
+            .partitions
+            .get_or_insert_with(partition, PartitionState::default);
         state.consecutive_failures += 1;
         let exponent = state.consecutive_failures.saturating_sub(1).min(7);
         let backoff =
@@ -295,7 +300,7 @@ impl Pipeline {
     /// Resumes partitions whose retry backoff has passed.
     fn resume_due<C: ConsumerContext>(&mut self, consumer: &impl Consumer<C>) {
         let now = Instant::now();
-        for (&partition, state) in &mut self.partitions {
+        for (partition, state) in self.partitions.iter_mut() {
             if state.retry_at.is_some_and(|at| at <= now) {
                 state.retry_at = None;
                 if let Err(e) = consumer.resume(&single_partition(&self.topic, partition)) {
@@ -507,12 +512,12 @@ impl Pipeline {
             self.flush(consumer, CommitMode::Sync)
         };
         for partition in partitions {
-            if let Some(state) = self.partitions.remove(partition) {
+            if let Some(state) = self.partitions.remove(*partition) {
                 if state.retry_at.is_some() {
                     let _ = consumer.resume(&single_partition(&self.topic, *partition));
                 }
             }
-            if self.counters.remove(partition).is_some() {
+            if self.counters.remove(*partition).is_some() {
                 let _ = self
                     .metrics
                     .lag
@@ -529,7 +534,7 @@ impl Pipeline {
             return;
         };
         let mut updates = Vec::new();
-        for (&partition, state) in &self.partitions {
+        for (partition, state) in self.partitions.iter() {
             let Some(p) = topic.partitions.get(&partition) else {
                 continue;
             };
