@@ -110,6 +110,8 @@ pub struct Decoder {
     registry: Arc<RegistryClient>,
     runtime: Handle,
     schemas: HashMap<u32, WriterSchema>,
+    /// The last record's schema: consecutive records nearly always share it (no hashing then).
+    last: Option<(u32, WriterSchema)>,
 }
 
 /// One of our own product schemas (int or text id; read in place), or another writer schema
@@ -136,6 +138,7 @@ impl Decoder {
             registry,
             runtime,
             schemas: HashMap::new(),
+            last: None,
         }
     }
 
@@ -170,7 +173,13 @@ impl Decoder {
     }
 
     fn writer_schema(&mut self, id: u32) -> Result<WriterSchema, DecodeError> {
+        if let Some((last_id, schema)) = &self.last {
+            if *last_id == id {
+                return Ok(schema.clone());
+            }
+        }
         if let Some(schema) = self.schemas.get(&id) {
+            self.last = Some((id, schema.clone()));
             return Ok(schema.clone());
         }
         let registry = Arc::clone(&self.registry);
@@ -184,6 +193,7 @@ impl Decoder {
                     None => WriterSchema::Other(schema),
                 };
                 self.schemas.insert(id, schema.clone());
+                self.last = Some((id, schema.clone()));
                 Ok(schema)
             }
             Err(e) if is_unknown_schema(&e) => Err(DecodeError::Poison(Poison::new(
