@@ -192,15 +192,35 @@ pub fn discount_price(original_category: Option<&str>, price: f64) -> Option<f64
         .then(|| round_to_cents(price * DISCOUNT_FACTOR))
 }
 
-/// Python's `round(x, 2)`: Rust's fixed-precision formatting rounds the exact binary value to
-/// the nearest decimal, ties to even, which is what Python does; parsing back gives the nearest
-/// double, as Python's result is. Formatted on the stack: from 2^52 on every double is a whole
-/// number (and `round` leaves it as it is), so the text below that always fits.
+/// Python's `round(x, 2)`: the exact binary value of `x` rounded to the nearest hundredth, ties
+/// to even, then the nearest double to that.
+///
+/// Fast path: `x × 100` carries a rounding error of at most half an ulp. When the product is
+/// further than that from a tie (`k + 0.5`), the exact value rounds to the same whole number of
+/// cents `n`, and `n / 100` (both exact, one correctly rounded division) is the nearest double
+/// to the result. Near a tie (2.675, 1.005, 0.125) the exact path decides.
 pub fn round_to_cents(x: f64) -> f64 {
-    use std::io::Write;
-    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+    const WHOLE_FROM: f64 = 4_503_599_627_370_496.0; // 2^52: every double from here is whole
+    if x.is_nan() || x.abs() >= WHOLE_FROM {
         return x; // NaN, whole numbers and ±∞
     }
+    let cents = x * 100.0;
+    if cents.abs() < WHOLE_FROM {
+        let distance_to_tie = ((cents - cents.floor()) - 0.5).abs();
+        // Half an ulp of `cents` is at most |cents| × 2^-53 (about 1.1e-16): a wide margin.
+        if distance_to_tie > cents.abs() * 1e-15 {
+            return cents.round() / 100.0;
+        }
+    }
+    round_to_cents_exactly(x)
+}
+
+/// `round_to_cents` by way of decimal text: Rust's fixed-precision formatting rounds the exact
+/// binary value to the nearest decimal, ties to even, as Python does; parsing back gives the
+/// nearest double, as Python's result is. Formatted on the stack: below 2^52 the text always
+/// fits.
+fn round_to_cents_exactly(x: f64) -> f64 {
+    use std::io::Write;
     let mut buf = [0u8; 32];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     write!(cursor, "{x:.2}").expect("at most 20 characters below 2^52");
@@ -292,6 +312,43 @@ mod tests {
                 None,
             )
         );
+    }
+
+    #[test]
+    fn the_fast_rounding_path_agrees_with_the_exact_one() {
+        // Prices as stored (cents, and a few sub-cent ones) times the discount factor, exact
+        // ties, and values spread over many magnitudes (a fixed xorshift sequence).
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut checked = 0;
+        for k in 0..200_000_i64 {
+            let cents = k as f64 / 100.0;
+            let mills = (k * 7919 % 100_000_000) as f64 / 1000.0;
+            let magnitude = 10f64.powi((next() % 30) as i32 - 12);
+            let spread = (next() >> 11) as f64 / (1u64 << 53) as f64 * magnitude;
+            for x in [
+                cents * 0.8,
+                cents,
+                -cents * 0.8,
+                mills,
+                mills * 0.8,
+                spread,
+                -spread,
+            ] {
+                assert_eq!(
+                    round_to_cents(x).to_bits(),
+                    round_to_cents_exactly(x).to_bits(),
+                    "x = {x:e}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1_400_000);
     }
 
     #[test]
