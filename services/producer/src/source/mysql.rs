@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::Row;
 
 use super::open_transactions::{parse_innodb_status, Listing, ListingError, TransactionBounds};
@@ -52,6 +52,7 @@ impl Queries {
             None => q(&spec.table),
         };
         let (id, ts) = (q(&spec.id_column), q(&spec.timestamp_column));
+        // The column order is what `ProductRow` reads.
         let select = format!(
             "SELECT {id} AS id, `name` AS name, `category` AS category, `price` AS price, \
              {ts} AS last_updated FROM {table}"
@@ -120,25 +121,22 @@ fn check_columns(
     Ok(Queries::new(spec))
 }
 
-#[derive(sqlx::FromRow)]
-struct ProductRow {
-    id: i64,
-    name: Option<String>,
-    category: Option<String>,
-    price: Option<Decimal>,
-    last_updated: DateTime<Utc>,
-}
+/// A captured row, read by column position (the queries select `id, name, category, price,
+/// last_updated` in this order): no lookup of each column by name for every row.
+struct ProductRow(SourceRow);
 
-impl From<ProductRow> for SourceRow {
-    fn from(row: ProductRow) -> Self {
-        Self {
-            id: RowKey::Int(row.id),
-            name: row.name,
-            category: row.category,
+impl<'r> sqlx::FromRow<'r, MySqlRow> for ProductRow {
+    fn from_row(row: &'r MySqlRow) -> Result<Self, sqlx::Error> {
+        let price: Option<Decimal> = row.try_get(3)?;
+        let last_updated: DateTime<Utc> = row.try_get(4)?;
+        Ok(Self(SourceRow {
+            id: RowKey::Int(row.try_get(0)?),
+            name: row.try_get(1)?,
+            category: row.try_get(2)?,
             // DECIMAL(10,2) always converts; a failed conversion shows up as NaN and is rejected.
-            price: row.price.map(|p| p.to_f64().unwrap_or(f64::NAN)),
-            last_updated: row.last_updated.naive_utc(),
-        }
+            price: price.map(|p| p.to_f64().unwrap_or(f64::NAN)),
+            last_updated: last_updated.naive_utc(),
+        }))
     }
 }
 
@@ -359,7 +357,7 @@ impl MySqlSource {
             .expect("horizon state lock")
             .last_read_full = rows.len() >= limit as usize;
         Ok(Batch {
-            rows: rows.into_iter().map(SourceRow::from).collect(),
+            rows: rows.into_iter().map(|ProductRow(row)| row).collect(),
             horizon,
             bound,
             limit,
