@@ -125,6 +125,8 @@ impl Writer {
 /// Observes the latencies of a written batch's records; returns its record count per partition.
 fn summarize(job: &WriteJob, latency: &prometheus::Histogram) -> Vec<(i32, u64)> {
     let written_at = job.written_at.timestamp_micros();
+    // Observed locally (no atomic operations per record), merged into the histogram once.
+    let latency = latency.local();
     let mut per_partition: Vec<(i32, u64)> = Vec::new();
     for record in &job.records {
         match per_partition
@@ -138,6 +140,7 @@ fn summarize(job: &WriteJob, latency: &prometheus::Histogram) -> Vec<(i32, u64)>
             latency.observe((written_at - changed_at).max(0) as f64 / 1e6);
         }
     }
+    latency.flush();
     per_partition
 }
 
