@@ -306,7 +306,7 @@ fn poll_until_cancelled(
     let mut last_error_logged: Option<std::time::Instant> = None;
     let mut since_tick = 0u32;
     let mut timeout = Duration::ZERO;
-    while !shutdown.is_cancelled() {
+    loop {
         let polled = consumer.poll(timeout);
         let got_record = matches!(polled, Some(Ok(_)));
         match polled {
@@ -324,14 +324,19 @@ fn poll_until_cancelled(
             Some(Err(_)) => {}
             None => {}
         }
-        if let Some(error) = context.take_fatal() {
-            return Err(error.into());
-        }
-        // Housekeeping (flush, commit, retries) between bursts of records, and every 64 records
-        // within one: reading the clock for every record costs more than the check saves.
+        // Between bursts of records, and every 64 records within one: a failure in a rebalance
+        // callback (they run inside a poll that returns no record, so it is seen at once),
+        // shutdown, housekeeping (flush, commit, retries). Checking for every record costs more
+        // than it saves.
         since_tick += 1;
         if !got_record || since_tick >= 64 {
             since_tick = 0;
+            if let Some(error) = context.take_fatal() {
+                return Err(error.into());
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
             let mut pipeline = context.pipeline();
             pipeline.tick(consumer)?;
             timeout = pipeline.poll_timeout();
