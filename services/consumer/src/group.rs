@@ -306,9 +306,12 @@ fn poll_until_cancelled(
     let mut last_error_logged: Option<std::time::Instant> = None;
     let mut since_tick = 0u32;
     let mut timeout = Duration::ZERO;
+    let mut got_record = false;
     loop {
-        let polled = consumer.poll(timeout);
-        let got_record = matches!(polled, Some(Ok(_)));
+        // While records flow, poll without waiting: librdkafka then skips reading the clock for
+        // a deadline (it reads it several times per poll, a visible share of the poll thread).
+        let polled = consumer.poll(if got_record { Duration::ZERO } else { timeout });
+        got_record = matches!(polled, Some(Ok(_)));
         match polled {
             Some(Ok(message)) => context.pipeline().handle(consumer, &message)?,
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
