@@ -11,7 +11,7 @@
 //! | `CONSUMER_DLQ_TOPIC` | dead-letter topic for poison pills | `{TOPIC}.dlq` |
 //! | `CONSUMER_DLQ_REPLICATION_FACTOR` | replication factor used if the consumer creates the dead-letter topic (or, with `CONSUMER_SINK=topic`, the output topic) | `1` |
 //! | `CONSUMER_FLUSH_MAX_RECORDS` | write + fsync + commit once this many records are pending | `5000` |
-//! | `CONSUMER_FLUSH_INTERVAL_MS` | ... or once the oldest pending record waited this long | `20` |
+//! | `CONSUMER_FLUSH_INTERVAL_MS` | ... or once the oldest pending record waited this long (a consumer that has read everything fetched writes at once: [`crate::pipeline::Batching`]) | `20` |
 //! | `CONSUMER_SESSION_TIMEOUT_MS` | group session timeout (keep 45 s with tansu) | `45000` |
 //! | `CONSUMER_STATIC_MEMBERSHIP` | use the slot as `group.instance.id` (KIP-345 static membership). Turn off on brokers that never expire a crashed static member (tansu 0.6 expires members only on requests from non-static members) | `true` |
 //! | `CONSUMER_LEAVE_GROUP_ON_SHUTDOWN` | on SIGTERM, leave the group so the partitions move at once (`true`), or stay a static member until the session timeout so a quick restart gets them back without a rebalance (`false`, KIP-345) | `true` |

@@ -312,6 +312,7 @@ fn poll_until_cancelled(
         // a deadline (it reads it several times per poll, a visible share of the poll thread).
         let polled = consumer.poll(if got_record { Duration::ZERO } else { timeout });
         got_record = matches!(polled, Some(Ok(_)));
+        let caught_up = polled.is_none();
         match polled {
             Some(Ok(message)) => context.pipeline().handle(consumer, &message)?,
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
@@ -341,7 +342,7 @@ fn poll_until_cancelled(
                 break;
             }
             let mut pipeline = context.pipeline();
-            pipeline.tick(consumer)?;
+            pipeline.tick(consumer, caught_up)?;
             timeout = pipeline.poll_timeout();
         }
     }

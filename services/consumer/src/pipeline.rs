@@ -40,15 +40,25 @@ pub enum PipelineError {
     },
 }
 
-/// Flush thresholds.
+/// When a batch is cut: once `max_records` records are pending or the oldest pending record
+/// waited `interval`, and as [`Batching`] says.
 #[derive(Debug, Clone, Copy)]
 pub struct FlushPolicy {
     pub max_records: usize,
     pub interval: Duration,
-    /// `max_records` is a hard cap on a batch (stage files): a batch is handed to the writer as
-    /// soon as it is full, waiting for the one in flight. Otherwise (the log) the pending batch
-    /// may keep growing while the writer is busy, which amortizes fsyncs under load.
-    pub strict_max: bool,
+    pub batching: Batching,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// Group commit (the log, the output topic): the pending records are also handed to the
+    /// writer as soon as the consumer has caught up (its last poll found nothing waiting) and
+    /// the writer is free. While the writer is busy the pending batch keeps growing, which
+    /// amortizes fsyncs under load; a consumer that has caught up does not wait for `interval`.
+    GroupCommit,
+    /// Fixed batches (stage files): `max_records` is a hard cap; a full batch is handed to the
+    /// writer at once, waiting for the one in flight.
+    Fixed,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +88,8 @@ pub struct Pipeline {
     handled: Positions,
     handled_count: usize,
     first_handled_at: Option<Instant>,
+    /// Whether the last poll found no record waiting (see [`Batching::GroupCommit`]).
+    caught_up: bool,
     partitions: PartitionMap<PartitionState>,
     counters: PartitionMap<PartitionCounters>,
     /// Records re-read (and skipped) before each resume point; see [`Pipeline::with_resume_rewind`].
@@ -129,6 +141,7 @@ impl Pipeline {
             handled: Positions::new(),
             handled_count: 0,
             first_handled_at: None,
+            caught_up: false,
             partitions: PartitionMap::new(),
             counters: PartitionMap::new(),
             resume_rewind: 0,
@@ -235,7 +248,8 @@ impl Pipeline {
         self.handled_count += 1;
         self.first_handled_at.get_or_insert_with(Instant::now);
         self.counters(partition).consumed.inc();
-        if self.policy.strict_max && self.handled_count >= self.policy.max_records {
+        if self.policy.batching == Batching::Fixed && self.handled_count >= self.policy.max_records
+        {
             self.submit(consumer)?;
         }
         Ok(())
@@ -312,10 +326,12 @@ impl Pipeline {
 
     /// Whether the pending batch should be flushed now.
     pub fn flush_due(&self) -> bool {
-        self.handled_count >= self.policy.max_records
-            || self
-                .first_handled_at
-                .is_some_and(|t| t.elapsed() >= self.policy.interval)
+        self.handled_count > 0
+            && ((self.caught_up && self.policy.batching == Batching::GroupCommit)
+                || self.handled_count >= self.policy.max_records
+                || self
+                    .first_handled_at
+                    .is_some_and(|t| t.elapsed() >= self.policy.interval))
     }
 
     /// How long `poll` may block before the pipeline needs attention.
@@ -332,10 +348,13 @@ impl Pipeline {
 
     /// The poll loop's housekeeping: commit a batch the writer finished, start the next batch's
     /// write when due (once the writer is free; waiting for it only when far behind).
+    /// `caught_up`: the last poll found no record waiting.
     pub fn tick<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
+        caught_up: bool,
     ) -> Result<(), PipelineError> {
+        self.caught_up = caught_up;
         self.complete(consumer, CommitMode::Async, false)?;
         let far_behind = self.handled_count >= 4 * self.policy.max_records;
         if self.flush_due() && (!self.writer.in_flight() || far_behind) {

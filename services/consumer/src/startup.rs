@@ -17,7 +17,7 @@ use crate::decode::Decoder;
 use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::group::{self, GroupConsumer, GroupContext, GroupError, GroupSettings};
 use crate::metrics::ConsumerMetrics;
-use crate::pipeline::{FlushPolicy, Pipeline};
+use crate::pipeline::{Batching, FlushPolicy, Pipeline};
 use crate::sink::json_log::{JsonLogSink, LOG_FILE};
 use crate::sink::stage::StageSink;
 use crate::sink::topic::TopicSink;
@@ -149,7 +149,10 @@ impl Application {
             FlushPolicy {
                 max_records: config.flush_max_records,
                 interval: config.flush_interval,
-                strict_max: matches!(config.sink, SinkConfig::Stage { .. }),
+                batching: match config.sink {
+                    SinkConfig::Stage { .. } => Batching::Fixed,
+                    _ => Batching::GroupCommit,
+                },
             },
         )
         .with_resume_rewind(config.resume_rewind_records);
