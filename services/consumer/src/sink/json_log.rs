@@ -356,9 +356,10 @@ impl Sink for JsonLogSink {
             let written_at = format_written_at(batch.written_at);
             let lines = LineFormat::new(&self.topic, &written_at);
             self.buf.clear();
-            for record in batch.records {
+            let mut records = batch.records.iter().peekable();
+            while let Some(record) = records.next() {
                 lines.append(&mut self.buf, record);
-                if self.buf.len() >= WRITE_CHUNK_BYTES {
+                if self.buf.len() >= WRITE_CHUNK_BYTES || records.peek().is_none() {
                     append_lines(
                         &mut self.log,
                         &self.log_path,
@@ -367,12 +368,6 @@ impl Sink for JsonLogSink {
                     )?;
                 }
             }
-            append_lines(
-                &mut self.log,
-                &self.log_path,
-                &mut self.log_len,
-                &mut self.buf,
-            )?;
             self.log
                 .sync_data()
                 .map_err(io_error("fsync", &self.log_path))?;
@@ -708,6 +703,35 @@ mod tests {
             sink.resume_positions(&[1]).unwrap(),
             Positions::from([(1, 10)])
         );
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_write_piece_is_logged_whole_and_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("consumer_1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        let records: Vec<SinkRecord> = (0..3000)
+            .map(|offset| record(offset as i32 % 3, offset, Some("CAT_5"), Some(44.48)))
+            .collect();
+        let mut expected = Vec::new();
+        let written_at_text = format_written_at(written_at());
+        for record in &records {
+            append_record(&mut expected, "t", record, &written_at_text);
+        }
+        assert!(
+            expected.len() > 3 * WRITE_CHUNK_BYTES,
+            "the batch spans several pieces"
+        );
+        let next = Positions::from([(0, 2998), (1, 2999), (2, 3000)]);
+        sink.write(&SinkBatch {
+            records: &records,
+            next_offsets: &next,
+            written_at: written_at(),
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(sink.log_path()).unwrap(), expected);
+        assert_eq!(read_checkpoint(&dir).log_bytes, expected.len() as u64);
     }
 
     #[test]
