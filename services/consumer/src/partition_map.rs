@@ -23,22 +23,12 @@ impl<T> PartitionMap<T> {
         self.slots.get(usize::try_from(partition).ok()?)?.as_ref()
     }
 
-    pub fn get_mut(&mut self, partition: i32) -> Option<&mut T> {
-        self.slots
-            .get_mut(usize::try_from(partition).ok()?)?
-            .as_mut()
-    }
-
     /// The value of `partition`, inserted with `make` first if there is none.
     ///
     /// # Panics
     /// For a negative partition number (Kafka has none).
     pub fn get_or_insert_with(&mut self, partition: i32, make: impl FnOnce() -> T) -> &mut T {
-        let index = usize::try_from(partition).expect("partition numbers are not negative");
-        if index >= self.slots.len() {
-            self.slots.resize_with(index + 1, || None);
-        }
-        self.slots[index].get_or_insert_with(make)
+        self.slot(partition).get_or_insert_with(make)
     }
 
     /// Sets the value of `partition`; returns the one it replaces.
@@ -46,9 +36,16 @@ impl<T> PartitionMap<T> {
     /// # Panics
     /// For a negative partition number (Kafka has none).
     pub fn insert(&mut self, partition: i32, value: T) -> Option<T> {
-        let mut value = Some(value);
-        let slot = self.get_or_insert_with(partition, || value.take().expect("taken once"));
-        value.map(|value| std::mem::replace(slot, value))
+        self.slot(partition).replace(value)
+    }
+
+    /// The slot of `partition`, growing the vector to it.
+    fn slot(&mut self, partition: i32) -> &mut Option<T> {
+        let index = usize::try_from(partition).expect("partition numbers are not negative");
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || None);
+        }
+        &mut self.slots[index]
     }
 
     pub fn remove(&mut self, partition: i32) -> Option<T> {
@@ -107,6 +104,5 @@ mod tests {
         assert_eq!(map.remove(1), None);
         assert_eq!(map.remove(-5), None);
         assert_eq!(map.iter().map(|(p, _)| p).collect::<Vec<_>>(), [0, 3]);
-        assert_eq!(map.get_mut(0).map(|v| std::mem::replace(v, "y")), Some("x"));
     }
 }
