@@ -178,8 +178,13 @@ impl Decoder {
                 return Ok(schema.clone());
             }
         }
+        let schema = self.known_or_fetched_schema(id)?;
+        self.last = Some((id, schema.clone()));
+        Ok(schema)
+    }
+
+    fn known_or_fetched_schema(&mut self, id: u32) -> Result<WriterSchema, DecodeError> {
         if let Some(schema) = self.schemas.get(&id) {
-            self.last = Some((id, schema.clone()));
             return Ok(schema.clone());
         }
         let registry = Arc::clone(&self.registry);
@@ -193,7 +198,6 @@ impl Decoder {
                     None => WriterSchema::Other(schema),
                 };
                 self.schemas.insert(id, schema.clone());
-                self.last = Some((id, schema.clone()));
                 Ok(schema)
             }
             Err(e) if is_unknown_schema(&e) => Err(DecodeError::Poison(Poison::new(
