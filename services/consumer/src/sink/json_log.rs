@@ -537,6 +537,14 @@ mod tests {
             .to_utc()
     }
 
+    /// The sink of the slot directory `slot` (created) under `root`, for topic `t`.
+    fn open_slot(root: &Path, slot: &str) -> (PathBuf, JsonLogSink) {
+        let dir = root.join(slot);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = JsonLogSink::open(root, &dir, "t").unwrap();
+        (dir, sink)
+    }
+
     fn lines(path: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -671,9 +679,7 @@ mod tests {
     #[test]
     fn writes_append_lines_and_checkpoint_positions() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("consumer_1");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        let (dir, mut sink) = open_slot(root.path(), "consumer_1");
         let records = [record(0, 5, None, None), record(1, 9, None, None)];
         let next = Positions::from([(0, 6), (1, 10), (2, 4)]); // partition 2: dead-lettered only
         sink.write(&SinkBatch {
@@ -708,9 +714,7 @@ mod tests {
     #[test]
     fn a_batch_larger_than_a_write_piece_is_logged_whole_and_in_order() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("consumer_1");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        let (dir, mut sink) = open_slot(root.path(), "consumer_1");
         let records: Vec<SinkRecord> = (0..3000)
             .map(|offset| record(offset as i32 % 3, offset, Some("CAT_5"), Some(44.48)))
             .collect();
@@ -795,9 +799,7 @@ mod tests {
     #[test]
     fn a_corrupt_checkpoint_means_scanning_the_whole_log() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("consumer_3");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut sink = JsonLogSink::open(root.path(), &dir, "t").unwrap();
+        let (dir, mut sink) = open_slot(root.path(), "consumer_3");
         for offset in 0..3 {
             sink.write(&SinkBatch {
                 records: &[record(2, offset, None, None)],
