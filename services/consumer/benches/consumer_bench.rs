@@ -183,8 +183,9 @@ async fn bare_read(topic: &TopicConfig, records: usize) -> Duration {
             .client_config()
             .set("group.id", testkit::unique_name("bench_bare"))
             .set("enable.auto.commit", "false")
-            // The consumer's own fetch setting (services/consumer/src/group.rs), so both read alike.
+            // The consumer's own fetch settings (services/consumer/src/group.rs), so both read alike.
             .set("fetch.wait.max.ms", "10")
+            .set("fetch.queue.backoff.ms", "20")
             .create()
             .expect("bare consumer");
         let mut assignment = TopicPartitionList::new();
