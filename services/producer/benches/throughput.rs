@@ -294,10 +294,13 @@ async fn run_producer(
     // Sample the metrics every millisecond: the first read's end minus its duration is when
     // capture started.
     let mut capture_started = None;
+    // CPU used from the end of the first read on: start-up excluded.
+    let mut cpu_after_first_read = None;
     loop {
         if capture_started.is_none() && metrics.poll_duration.get_sample_count() > 0 {
             let first_read = Duration::from_secs_f64(metrics.poll_duration.get_sample_sum());
             capture_started = Some(Instant::now() - first_read);
+            cpu_after_first_read = Some((cpu_seconds(), Instant::now()));
         }
         if metrics.records_produced.get() >= rows as u64 {
             break;
@@ -314,6 +317,18 @@ async fn run_producer(
         metrics.poll_duration.get_sample_count(),
         metrics.poll_duration.get_sample_sum()
     );
+    if let Some((cpu, at)) = &cpu_after_first_read {
+        let window = finished - *at;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let busy = cpu_seconds().get(MACHINE).copied().unwrap_or(0.0)
+            - cpu.get(MACHINE).copied().unwrap_or(0.0);
+        println!(
+            "  CPU seconds after the first read ({:.2} s): {}; the machine was busy {:.1} of its {cores} cores",
+            window.as_secs_f64(),
+            cpu_used_since(cpu),
+            busy / window.as_secs_f64()
+        );
+    }
     shutdown.cancel();
     task.await.expect("producer task").expect("producer ran");
     let capture_started = capture_started.expect("at least one read");
@@ -334,10 +349,32 @@ fn cpu_used_since(before: &std::collections::BTreeMap<String, f64>) -> String {
     used.join(", ")
 }
 
-/// CPU seconds (user + system) used so far by this process (the producer runs in it), MariaDB
-/// and tansu (all tansu processes together), read from `/proc` (Linux; empty elsewhere).
+/// The key of [`cpu_seconds`] for every process of the machine together.
+const MACHINE: &str = "machine";
+
+/// CPU seconds (user + system) used so far by this process (the producer runs in it), MariaDB,
+/// tansu (all tansu processes together) and the whole machine (every process and the kernel,
+/// [`MACHINE`]), read from `/proc` (Linux; empty elsewhere).
 fn cpu_seconds() -> std::collections::BTreeMap<String, f64> {
     let mut used = std::collections::BTreeMap::new();
+    // The first line of /proc/stat: `cpu  user nice system idle iowait irq softirq steal ...`.
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if ticks.len() >= 5 {
+            let idle = ticks[3] + ticks[4];
+            used.insert(
+                MACHINE.to_owned(),
+                (ticks.iter().sum::<f64>() - idle) / 100.0,
+            );
+        }
+    }
     let me = std::process::id().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return used;

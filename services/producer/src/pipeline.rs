@@ -15,6 +15,8 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::error::KafkaError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +29,10 @@ use crate::source::{Batch, HorizonBound, IdKind, Source, SourceError};
 use crate::watermark::{Watermark, WatermarkError};
 
 /// Batches produced but not yet fully acknowledged, at most. Reading goes on while earlier
-/// batches are in flight, so reading and producing overlap.
-pub const MAX_BATCHES_IN_FLIGHT: usize = 3;
+/// batches are in flight, so reading and producing overlap. Acks come about 20 ms (`linger.ms`)
+/// after a batch is enqueued, while a read of 5 000 rows takes about 10 ms: with 3, reads waited
+/// for acks (producer bench: 53-56 % of the raw rate, 62-69 % with 8).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 /// On shutdown, how long to wait for in-flight batches to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Read-back attempts before capture goes on without it (risking duplicates, never losses).
@@ -85,6 +89,7 @@ struct LoopState {
     /// Row versions the topic already holds after the watermark.
     delivered: DeliveredRows,
     horizon_bound: Option<HorizonBound>,
+    watermark_file: WatermarkWriter,
 }
 
 impl Pipeline {
@@ -156,6 +161,7 @@ impl Pipeline {
             acknowledged: self.watermark.next_offsets.clone(),
             delivered,
             horizon_bound: None,
+            watermark_file: WatermarkWriter::spawn(self.watermark_path.clone()),
         };
         tracing::info!(
             source = %self.source.describe(),
@@ -209,6 +215,14 @@ impl Pipeline {
                         Err(e) => self.on_read_error(&mut state, &e),
                     }
                 }
+                ended = &mut state.watermark_file.task => {
+                    let error = match ended {
+                        Ok(result) => result
+                            .expect_err("the watermark writer ends early only when a write failed"),
+                        Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+                    };
+                    return Err(error.into());
+                }
                 () = tokio::time::sleep_until(state.next_read_at), if can_read && state.read.is_none() => {}
                 _ = tick.tick() => {}
                 () = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => {
@@ -227,6 +241,7 @@ impl Pipeline {
         if let Err(e) = self.sink.flush(Duration::from_secs(2)).await {
             tracing::debug!(error = %e, "flush on shutdown");
         }
+        state.watermark_file.finish().await?;
         tracing::info!(watermark = %describe_position(self.watermark.position.as_ref()), "capture stopped");
         Ok(())
     }
@@ -281,6 +296,12 @@ impl Pipeline {
         // Read the next batch while this one is encoded and enqueued.
         if full && state.read.is_none() && state.in_flight.len() + 1 < MAX_BATCHES_IN_FLIGHT {
             state.read = Some(self.start_read(state.cursor.clone()));
+            // Let the read send its query before this task enqueues the batch (a few ms without
+            // an await that yields): a task spawned from a worker waits in that worker's LIFO
+            // slot, which the other workers do not steal from. Without this the reads, capture's
+            // bottleneck, started only after each enqueue (producer bench: 55 % of the raw
+            // rate before, 69 % after, with the watermark written off the loop too).
+            tokio::task::yield_now().await;
         }
         let acks = self.produce(&state.delivered, &batch).await?;
         state.in_flight.push_back(InFlight { end: Some(end) });
@@ -359,7 +380,7 @@ impl Pipeline {
             self.watermark.position = Some(end);
         }
         self.watermark.next_offsets = durable_offsets(&state.acknowledged, &state.delivered);
-        self.store_watermark().await?;
+        state.watermark_file.store(&self.watermark);
         Ok(Ok(()))
     }
 
@@ -444,13 +465,47 @@ impl Pipeline {
             self.metrics.watermark_lag.set(lag.max(0.0));
         }
     }
+}
 
-    async fn store_watermark(&self) -> Result<(), WatermarkError> {
-        let watermark = self.watermark.clone();
-        let path = self.watermark_path.clone();
-        tokio::task::spawn_blocking(move || watermark.store(&path))
-            .await
-            .expect("watermark writer does not panic")
+/// Writes the watermark file in the background, one write at a time, so the capture loop never
+/// waits for its fsyncs (about 1 ms per batch, on the loop's path between a read and the next).
+/// A watermark handed over while a write is in progress replaces any older one still waiting:
+/// the file only needs the latest. It lags the acknowledged position by at most one write; after
+/// a crash, the read-back from its (older) next offsets finds every record produced since, so
+/// none is produced twice.
+struct WatermarkWriter {
+    latest: watch::Sender<Option<Watermark>>,
+    /// Ends when a write failed, or once the sender is dropped and the last watermark written.
+    task: JoinHandle<Result<(), WatermarkError>>,
+}
+
+impl WatermarkWriter {
+    fn spawn(path: PathBuf) -> Self {
+        let (latest, mut pending) = watch::channel(None::<Watermark>);
+        let task = tokio::spawn(async move {
+            // A value sent before the sender was dropped is still seen.
+            while pending.changed().await.is_ok() {
+                let Some(watermark) = pending.borrow_and_update().clone() else {
+                    continue;
+                };
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || watermark.store(&path))
+                    .await
+                    .expect("watermark writer does not panic")?;
+            }
+            Ok(())
+        });
+        Self { latest, task }
+    }
+
+    fn store(&self, watermark: &Watermark) {
+        self.latest.send_replace(Some(watermark.clone()));
+    }
+
+    /// Writes the last watermark handed over, if not yet written, and stops.
+    async fn finish(self) -> Result<(), WatermarkError> {
+        drop(self.latest);
+        self.task.await.expect("watermark writer does not panic")
     }
 }
 
@@ -522,6 +577,48 @@ mod tests {
         assert_eq!(
             describe_position(Some(&Position::new(t, "P0001"))),
             "after (2024-01-01 10:00:00, id P0001)"
+        );
+    }
+
+    fn watermark_at(second: u32, offset: i64) -> Watermark {
+        let t = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+            .unwrap()
+            .and_hms_opt(10, 0, second)
+            .unwrap();
+        Watermark {
+            position: Some(Position::new(t, i64::from(second))),
+            topic: Some("product_updates".into()),
+            next_offsets: BTreeMap::from([(0, offset)]),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watermark_file_ends_with_the_last_watermark_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("time_track/last_read_timestamp.json");
+        let writer = WatermarkWriter::spawn(path.clone());
+        for second in 0..50 {
+            writer.store(&watermark_at(second, i64::from(second) * 10));
+        }
+        writer.finish().await.unwrap();
+        assert_eq!(Watermark::load(&path).unwrap(), Some(watermark_at(49, 490)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_watermark_write_ends_the_writer_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // The watermark's directory would have to be where a file is.
+        let blocker = dir.path().join("not_a_directory");
+        std::fs::write(&blocker, "").unwrap();
+        let writer = WatermarkWriter::spawn(blocker.join("watermark.json"));
+        writer.store(&watermark_at(1, 10));
+        let ended = tokio::time::timeout(Duration::from_secs(10), writer.task)
+            .await
+            .expect("the writer ends after a failed write")
+            .expect("no panic");
+        assert!(
+            matches!(ended, Err(WatermarkError::Write { .. })),
+            "{ended:?}"
         );
     }
 }
