@@ -25,9 +25,10 @@ pub const MAX_RECORDS_PER_BATCH: i64 = 1000;
 ///
 /// * `enable.idempotence=true`, `acks=all`: no duplicates from retries, order kept per partition.
 /// * `partitioner=murmur2_random`: keys land on the partitions the Java client would pick.
-/// * `linger.ms=20`: records of a capture batch go out in few, full requests (a 5000-row batch is
-///   enqueued within a few milliseconds; tansu spends much of its CPU per request). 20 ms is small
-///   next to `CAPTURE_DELAY_MS`.
+/// * `linger.ms=5`: records of a capture batch go out in few requests (a 5000-row batch is
+///   enqueued within a few milliseconds; tansu spends much of its CPU per request), and a change
+///   waits little once capture has caught up. Against 20 ms: the same producer bench figures
+///   (63-70 % of the raw rate), and pipeline-bench p50/p99 97/165 ms instead of 113/184 ms.
 /// * `batch.num.messages`: see [`MAX_RECORDS_PER_BATCH`].
 /// * `message.timeout.ms=0`: librdkafka never gives up on a record. While the broker is down
 ///   records wait in the (bounded) queue and are retried in order once it is back; the producer
@@ -41,7 +42,7 @@ pub fn producer_client_config(kafka: &KafkaConfig, compression: Compression) -> 
         .set("partitioner", "murmur2_random")
         .set("compression.type", compression.as_str())
         .set("message.timeout.ms", "0")
-        .set("linger.ms", "20")
+        .set("linger.ms", "5")
         .set("batch.num.messages", MAX_RECORDS_PER_BATCH.to_string());
     config
 }
