@@ -320,12 +320,14 @@ async fn run_producer(
     if let Some((cpu, at)) = &cpu_after_first_read {
         let window = finished - *at;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let busy = cpu_seconds().get(MACHINE).copied().unwrap_or(0.0)
-            - cpu.get(MACHINE).copied().unwrap_or(0.0);
+        // One reading for both figures.
+        let now = cpu_seconds();
+        let busy =
+            now.get(MACHINE).copied().unwrap_or(0.0) - cpu.get(MACHINE).copied().unwrap_or(0.0);
         println!(
             "  CPU seconds after the first read ({:.2} s): {}; the machine was busy {:.1} of its {cores} cores",
             window.as_secs_f64(),
-            cpu_used_since(cpu),
+            cpu_used_between(cpu, &now),
             busy / window.as_secs_f64()
         );
     }
@@ -337,7 +339,15 @@ async fn run_producer(
 
 /// CPU seconds used since `before`, per process group, as text.
 fn cpu_used_since(before: &std::collections::BTreeMap<String, f64>) -> String {
-    let used: Vec<String> = cpu_seconds()
+    cpu_used_between(before, &cpu_seconds())
+}
+
+/// CPU seconds used from `before` to `now` (two [`cpu_seconds`] readings), as text.
+fn cpu_used_between(
+    before: &std::collections::BTreeMap<String, f64>,
+    now: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    let used: Vec<String> = now
         .iter()
         .map(|(name, now)| {
             format!(
