@@ -313,7 +313,7 @@ async fn run_producer(
     }
     let finished = Instant::now();
     println!(
-        "  producer reads: {} reads, {:.2} s in total (one read at a time)",
+        "  producer reads: {} batches, {:.2} s reading them in total",
         metrics.poll_duration.get_sample_count(),
         metrics.poll_duration.get_sample_sum()
     );

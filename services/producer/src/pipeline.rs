@@ -25,15 +25,16 @@ use crate::metrics::ProducerMetrics;
 use crate::position::Position;
 use crate::readback::{durable_offsets, read_back, DeliveredRows};
 use crate::sink::{AckSummary, BatchAcks, KafkaSink};
+use crate::source::changes::ChangeReader;
 use crate::source::{Batch, HorizonBound, IdKind, Source, SourceError};
 use crate::watermark::{Watermark, WatermarkError};
 
-/// Batches produced but not yet fully acknowledged, at most. Reading goes on while earlier
-/// batches are in flight, so reading and producing overlap. With `linger.ms=20` acks came about
-/// 20 ms after a batch was enqueued, while a read of 5 000 rows takes about 10 ms: with 3 in
-/// flight reads waited for acks (producer bench: 53-56 % of the raw rate, 62-69 % with 8). With
-/// today's 5 ms, 3 measured alike (58-71 %); 8 leaves room for a slower broker, and bounds what
-/// waits for acks to 8 × `BATCH_SIZE` records.
+/// Batches produced but not yet fully acknowledged, at most; the loop takes no batch from the
+/// reader beyond this. Reading goes on while earlier batches are in flight, so reading and
+/// producing overlap. With `linger.ms=20` acks came about 20 ms after a batch was enqueued,
+/// while reading 5 000 rows takes about 10 ms: with 3 in flight reads waited for acks (producer
+/// bench: 53-56 % of the raw rate, 62-69 % with 8). 8 leaves room for a slower broker, and bounds
+/// what waits for acks to 8 × `BATCH_SIZE` records.
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 /// On shutdown, how long to wait for in-flight batches to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -73,7 +74,6 @@ struct InFlight {
 }
 
 type AckFuture = BoxFuture<'static, AckSummary>;
-type ReadFuture = BoxFuture<'static, (Result<Batch, SourceError>, Duration)>;
 
 /// The loop's own state, apart from the pipeline's parts.
 struct LoopState {
@@ -81,10 +81,11 @@ struct LoopState {
     cursor: Option<Position>,
     in_flight: VecDeque<InFlight>,
     acks: FuturesOrdered<AckFuture>,
-    read: Option<ReadFuture>,
+    /// The read in progress: it ends with a caught-up batch, an error, or early.
+    read: Option<ChangeReader>,
     next_read_at: Instant,
     read_failures: u32,
-    /// The horizon of the last read that came back short (capture was caught up then).
+    /// The horizon of the last caught-up batch (capture was caught up then).
     caught_up_to: Option<NaiveDateTime>,
     /// Per partition, the offset after the last acknowledged record (durable or not).
     acknowledged: BTreeMap<i32, i64>,
@@ -175,19 +176,18 @@ impl Pipeline {
         let mut stop_at: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            if state.read.is_none()
-                && stop_at.is_none()
-                && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT
-                && Instant::now() >= state.next_read_at
-            {
-                state.read = Some(self.start_read(state.cursor.clone()));
+            if state.read.is_none() && stop_at.is_none() && Instant::now() >= state.next_read_at {
+                state.read = Some(
+                    self.source
+                        .read_changes(state.cursor.clone(), self.batch_size),
+                );
             }
             self.metrics
                 .batches_in_flight
                 .set(state.in_flight.len() as i64);
             self.update_lag(&state);
 
-            let can_read = stop_at.is_none() && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT;
+            let can_take = state.read.is_some() && state.in_flight.len() < MAX_BATCHES_IN_FLIGHT;
             tokio::select! {
                 () = shutdown.cancelled(), if stop_at.is_none() => {
                     tracing::info!(batches_in_flight = state.in_flight.len(), "stopping capture");
@@ -202,11 +202,10 @@ impl Pipeline {
                         }
                     }
                 }
-                (result, took) = finish_read(&mut state.read), if state.read.is_some() => {
-                    state.read = None;
-                    match result {
-                        Ok(batch) => {
-                            if let Err(e) = self.on_read(&mut state, batch, took).await {
+                next = next_batch(&mut state.read), if can_take => {
+                    match next {
+                        Some(Ok(batch)) => {
+                            if let Err(e) = self.on_read(&mut state, batch).await {
                                 self.metrics.delivery_errors.inc();
                                 let failure = format!("cannot enqueue a record: {e}");
                                 if !self.replay(&mut state, &failure, &shutdown).await {
@@ -214,7 +213,13 @@ impl Pipeline {
                                 }
                             }
                         }
-                        Err(e) => self.on_read_error(&mut state, &e),
+                        Some(Err(e)) => {
+                            state.read = None;
+                            self.on_read_error(&mut state, &e);
+                        }
+                        // After a caught-up batch, or early: the next read starts at
+                        // `next_read_at`, from the cursor.
+                        None => state.read = None,
                     }
                 }
                 ended = &mut state.watermark_file.task => {
@@ -225,7 +230,7 @@ impl Pipeline {
                     };
                     return Err(error.into());
                 }
-                () = tokio::time::sleep_until(state.next_read_at), if can_read && state.read.is_none() => {}
+                () = tokio::time::sleep_until(state.next_read_at), if stop_at.is_none() && state.read.is_none() => {}
                 _ = tick.tick() => {}
                 () = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => {
                     tracing::warn!(
@@ -248,63 +253,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Starts a read on its own task, so it proceeds while this loop encodes and enqueues.
-    fn start_read(&self, cursor: Option<Position>) -> ReadFuture {
-        let read = self.source.read_batch(cursor, self.batch_size);
-        let task = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = read.await;
-            (result, started.elapsed())
-        });
-        let abort_if_dropped = AbortOnDrop(task.abort_handle());
-        async move {
-            let _abort_if_dropped = abort_if_dropped;
-            match task.await {
-                Ok(done) => done,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        }
-        .boxed()
-    }
-
-    async fn on_read(
-        &mut self,
-        state: &mut LoopState,
-        batch: Batch,
-        took: Duration,
-    ) -> Result<(), KafkaError> {
+    async fn on_read(&mut self, state: &mut LoopState, batch: Batch) -> Result<(), KafkaError> {
         if state.read_failures > 0 {
             tracing::info!("database reachable again, capture resumes");
         }
         state.read_failures = 0;
         self.readiness
             .set("database", true, "capture reads succeed");
-        self.metrics.poll_duration.observe(took.as_secs_f64());
+        self.metrics
+            .poll_duration
+            .observe(batch.read_time.as_secs_f64());
         self.metrics.batch_size.observe(batch.rows.len() as f64);
         self.metrics.rows_captured.inc_by(batch.rows.len() as u64);
         self.note_horizon_bound(state, batch.bound);
 
-        let full = batch.is_full();
-        state.next_read_at = if full {
-            Instant::now()
-        } else {
+        state.next_read_at = if batch.caught_up {
             Instant::now() + self.poll_interval
+        } else {
+            Instant::now()
         };
-        state.caught_up_to = if full { None } else { Some(batch.horizon) };
+        state.caught_up_to = batch.caught_up.then_some(batch.horizon);
         let Some(end) = batch.end() else {
             return Ok(());
         };
         state.cursor = Some(end.clone());
-        // Read the next batch while this one is encoded and enqueued.
-        if full && state.read.is_none() && state.in_flight.len() + 1 < MAX_BATCHES_IN_FLIGHT {
-            state.read = Some(self.start_read(state.cursor.clone()));
-            // Let the read send its query before this task enqueues the batch (a few ms without
-            // an await that yields): a task spawned from a worker waits in that worker's LIFO
-            // slot, which the other workers do not steal from. Without this the reads, capture's
-            // bottleneck, started only after each enqueue (producer bench: 55 % of the raw
-            // rate before, 69 % after, with the watermark written off the loop too).
-            tokio::task::yield_now().await;
-        }
+        // The reader was woken by the slot this batch freed in its channel, from this task: it
+        // waits in this worker's LIFO slot, which the other workers do not steal from. Let it
+        // go on reading before this task enqueues the batch (a few ms without an await that
+        // yields); reads are capture's bottleneck (producer bench: 55 % of the raw rate without
+        // this yield, 69 % with it, when each read was a task of its own).
+        tokio::task::yield_now().await;
         let acks = self.produce(&state.delivered, &batch).await?;
         state.in_flight.push_back(InFlight { end: Some(end) });
         state.acks.push_back(acks);
@@ -511,19 +489,10 @@ impl WatermarkWriter {
     }
 }
 
-/// Aborts a spawned read when its future is dropped (shutdown, replay).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Waits for the read in progress (the caller checks there is one).
-async fn finish_read(read: &mut Option<ReadFuture>) -> (Result<Batch, SourceError>, Duration) {
+/// The next item of the read in progress (the caller checks there is one).
+async fn next_batch(read: &mut Option<ChangeReader>) -> Option<Result<Batch, SourceError>> {
     match read.as_mut() {
-        Some(read) => read.await,
+        Some(read) => read.next().await,
         None => std::future::pending().await,
     }
 }

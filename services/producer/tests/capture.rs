@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::kafka::partition_for_key;
+use producer::source::mysql::BATCHES_PER_QUERY;
 use producer::watermark::Watermark;
 use producer::Application;
 use rdkafka::Message;
@@ -125,31 +126,37 @@ async fn all_seed_products_arrive_decodable_keyed_and_partitioned_like_the_java_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_sharing_one_timestamp_across_batch_boundaries_are_each_produced_once() {
+async fn rows_sharing_one_timestamp_across_batch_and_query_boundaries_are_each_produced_once() {
     let bed = TestBed::new().await;
     let mut conn = bed.connect().await;
+    // Batches of 20 rows, and more rows than two queries read: both the batches cut from one
+    // query's rows and the next query's start fall inside the one timestamp.
+    let batch_size = 20;
+    let rows = 2 * BATCHES_PER_QUERY as i32 * batch_size + batch_size / 2;
     // One statement: every row gets the same CURRENT_TIMESTAMP(6).
-    insert_products(&mut conn, 1, 450, 450).await;
+    insert_products(&mut conn, 1, rows, rows).await;
     let (distinct,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT last_updated) FROM product")
         .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(distinct, 1, "the test needs all rows on one timestamp");
 
-    let producer = RunningProducer::start(bed.config(&[("BATCH_SIZE", "40")])).await;
-    producer.wait_produced(450).await;
-    let received = bed.read(450).await;
+    let producer =
+        RunningProducer::start(bed.config(&[("BATCH_SIZE", &batch_size.to_string())])).await;
+    producer.wait_produced(rows as u64).await;
+    let received = bed.read(rows as usize).await;
     producer.stop().await.unwrap();
 
     let counts = count_versions(&received);
     let expected: HashSet<(i32, i64)> = table_versions(&mut conn).await.into_iter().collect();
+    assert_eq!(expected.len(), rows as usize);
     assert_eq!(
         counts.keys().copied().collect::<HashSet<_>>(),
         expected,
         "every row arrived"
     );
     assert!(counts.values().all(|&n| n == 1), "no row twice");
-    assert_eq!(received.len(), 450);
+    assert_eq!(received.len(), rows as usize);
     bed.drop_database().await;
 }
 

@@ -4,16 +4,19 @@
 //! `INNODB_TRX`) and PostgreSQL ([`postgres::PgSource`], horizon from
 //! `pg_stat_activity.xact_start`). Both read the table [`TableSpec`] names.
 
+pub mod changes;
 pub mod mysql;
 pub mod open_transactions;
 pub mod postgres;
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::NaiveDateTime;
 pub use common::avro::IdKind;
 use futures::future::BoxFuture;
 
+use self::changes::ChangeReader;
 use crate::position::{Position, RowKey};
 
 /// The table capture reads and its key columns (`SOURCE_TABLE`, `SOURCE_ID_COLUMN`,
@@ -160,26 +163,24 @@ pub enum HorizonBound {
     IncompleteTransactionList,
 }
 
-/// The rows of one read, in `(last_updated, id)` order.
+/// Consecutive rows of a read, in `(last_updated, id)` order.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub rows: Vec<SourceRow>,
     /// Rows stamped at or after this were not read.
     pub horizon: NaiveDateTime,
     pub bound: HorizonBound,
-    /// The limit the read used.
-    pub limit: u32,
+    /// No row below the horizon follows these: capture has caught up (and waits
+    /// `POLL_INTERVAL_MS` before it reads again). Otherwise more rows may be waiting.
+    pub caught_up: bool,
+    /// How long reading these rows took.
+    pub read_time: Duration,
 }
 
 impl Batch {
     /// The position of the last row (where the next read starts).
     pub fn end(&self) -> Option<Position> {
         self.rows.last().map(SourceRow::position)
-    }
-
-    /// A full batch means more rows may be waiting below the horizon: read again at once.
-    pub fn is_full(&self) -> bool {
-        self.rows.len() >= self.limit as usize
     }
 }
 
@@ -216,13 +217,10 @@ pub trait Source: Send + Sync {
     /// it first if nobody did). Errors other than [`SourceError::Table`] are worth retrying.
     fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>>;
 
-    /// Up to `limit` rows after `after` (`None` = from the beginning) and below the read horizon,
-    /// ordered by `(last_updated, id)`.
-    fn read_batch(
-        &self,
-        after: Option<Position>,
-        limit: u32,
-    ) -> BoxFuture<'static, Result<Batch, SourceError>>;
+    /// Starts reading the rows after `after` (`None` = from the beginning) that lie below a read
+    /// horizon, in batches of up to `batch_size` rows; the read ends with a caught-up batch (see
+    /// [`ChangeReader`]). Must be called from within a tokio runtime.
+    fn read_changes(&self, after: Option<Position>, batch_size: u32) -> ChangeReader;
 
     /// A cheap round trip, for readiness.
     fn ping(&self) -> BoxFuture<'static, Result<(), SourceError>>;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{FutureExt, TryStreamExt};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::Row;
 
+use super::changes::{BatchSender, ChangeReader};
 use super::open_transactions::{parse_innodb_status, Listing, ListingError, TransactionBounds};
 use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
 use crate::position::{read_horizon, Position, RowKey};
@@ -32,6 +33,12 @@ const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
+/// Batches one capture query reads at most. Its rows are streamed (cut into batches as they
+/// arrive); a read goes on with another query while queries come back full. Bounding a query
+/// keeps its snapshot short under a large backlog; at 20 batches the round trip and the horizon
+/// of a new query cost little (producer bench: 100 000 rows, one query instead of 21).
+pub const BATCHES_PER_QUERY: u32 = 20;
+
 /// The capture queries for one table, built once its columns are checked.
 #[derive(Debug)]
 struct Queries {
@@ -45,11 +52,20 @@ struct Queries {
 }
 
 impl Queries {
-    fn new(spec: &TableSpec) -> Self {
-        let q = |name: &str| format!("`{name}`");
+    /// `index`: the index that serves the `(ts, id)` order (see [`keyset_index`]), which the
+    /// queries force.
+    fn new(spec: &TableSpec, index: Option<&str>) -> Self {
+        let q = |name: &str| format!("`{}`", name.replace('`', "``"));
         let table = match &spec.schema {
             Some(schema) => format!("{}.{}", q(schema), q(&spec.table)),
             None => q(&spec.table),
+        };
+        // Without the hint, a query whose LIMIT exceeds about half the table (catching up on a
+        // small table, or one query of 100 000 rows in the benchmark) is planned as a full scan
+        // and a sort: the server sends nothing until it has read and sorted every row.
+        let table = match index {
+            Some(index) => format!("{table} FORCE INDEX ({})", q(index)),
+            None => table,
         };
         let (id, ts) = (q(&spec.id_column), q(&spec.timestamp_column));
         // The column order is what `ProductRow` reads.
@@ -76,11 +92,55 @@ const COLUMNS_SQL: &str = "\
       FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
-/// Checks the table's columns (the names are compared exactly) and builds its queries.
+/// The table's indexes, column by column (`information_schema.STATISTICS`).
+const INDEXES_SQL: &str = "\
+    SELECT CAST(INDEX_NAME AS CHAR) AS index_name, CAST(COLUMN_NAME AS CHAR) AS column_name \
+      FROM information_schema.STATISTICS \
+     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+     ORDER BY INDEX_NAME, SEQ_IN_INDEX";
+
+/// The name of an index that serves capture's `(ts, id)` order, from `(index, column)` pairs in
+/// index and column order: one that starts with the timestamp column and the id column, or with
+/// the timestamp column alone when the id column is the primary key (InnoDB appends the primary
+/// key to every secondary index). One that also holds the value columns is preferred: reads are
+/// then served from the index alone.
+fn keyset_index(spec: &TableSpec, indexes: &[(String, String)]) -> Option<String> {
+    let columns_of = |name: &str| -> Vec<&str> {
+        indexes
+            .iter()
+            .filter(|(index, _)| index == name)
+            .map(|(_, column)| column.as_str())
+            .collect()
+    };
+    let id_is_primary_key = columns_of("PRIMARY") == [spec.id_column.as_str()];
+    let mut names: Vec<&str> = indexes.iter().map(|(index, _)| index.as_str()).collect();
+    names.dedup();
+    let serving: Vec<(&str, Vec<&str>)> = names
+        .into_iter()
+        .map(|name| (name, columns_of(name)))
+        .filter(|(_, columns)| match columns.as_slice() {
+            [ts, id, ..] => *ts == spec.timestamp_column && *id == spec.id_column,
+            [ts] => *ts == spec.timestamp_column && id_is_primary_key,
+            [] => false,
+        })
+        .collect();
+    let covers = |columns: &[&str]| {
+        TableSpec::VALUE_COLUMNS
+            .iter()
+            .all(|value| columns.contains(value))
+    };
+    serving
+        .iter()
+        .find(|(_, columns)| covers(columns))
+        .or(serving.first())
+        .map(|(name, _)| (*name).to_owned())
+}
+
+/// Checks the table's columns (the names are compared exactly).
 fn check_columns(
     spec: &TableSpec,
     columns: &[(String, String, String)],
-) -> Result<Queries, SourceError> {
+) -> Result<(), SourceError> {
     if columns.is_empty() {
         return Err(SourceError::Table(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
@@ -118,7 +178,7 @@ fn check_columns(
             spec, spec.timestamp_column
         )));
     }
-    Ok(Queries::new(spec))
+    Ok(())
 }
 
 /// A captured row, read by column position (the queries select `id, name, category, price,
@@ -146,19 +206,6 @@ struct HorizonState {
     bounds: TransactionBounds,
     /// The last horizon computed from a complete listing; it stays safe forever.
     last: Option<(NaiveDateTime, HorizonBound)>,
-    /// Whether the last read returned as many rows as it asked for (capture is catching up).
-    last_read_full: bool,
-}
-
-impl HorizonState {
-    /// While capture catches up (the last read was full), the next read reuses the last horizon
-    /// instead of listing the open transactions again (`SHOW ENGINE INNODB STATUS` costs the
-    /// server more than reading a batch). An older horizon is always safe, only less far; a
-    /// streak of full reads ends at the latest when the rows below it are read, and the read
-    /// after a short one takes a fresh horizon, so the delay of a caught-up capture is unchanged.
-    fn reusable(&self) -> Option<(NaiveDateTime, HorizonBound)> {
-        self.last.filter(|_| self.last_read_full)
-    }
 }
 
 /// Connection pool options: every connection's session runs in UTC, so `TIMESTAMP` values and
@@ -293,75 +340,112 @@ impl MySqlSource {
                     .bind(&self.spec.table)
                     .fetch_all(&self.pool)
                     .await?;
-                check_columns(&self.spec, &columns)
+                check_columns(&self.spec, &columns)?;
+                let indexes: Vec<(String, String)> = sqlx::query_as(INDEXES_SQL)
+                    .bind(self.spec.schema.as_deref())
+                    .bind(&self.spec.table)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let index = keyset_index(&self.spec, &indexes);
+                if index.is_none() {
+                    tracing::warn!(
+                        table = %self.spec,
+                        "the table has no index on ({ts}, {id}): every capture query reads and \
+                         sorts all rows below the read horizon; create one: CREATE INDEX \
+                         capture_order ON {table} ({ts}, {id})",
+                        ts = self.spec.timestamp_column,
+                        id = self.spec.id_column,
+                        table = self.spec,
+                    );
+                }
+                Ok(Queries::new(&self.spec, index.as_deref()))
             })
             .await
     }
 
-    async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
+    /// Streams the rows after `after` below one horizon to `out`, cut into batches of
+    /// `batch_size` rows as they arrive, so that the first batch is produced while the server
+    /// still sends the next ones. One query covers up to [`BATCHES_PER_QUERY`] batches; while
+    /// queries come back full the next one goes on from the last row, under the same horizon
+    /// (listing the open transactions costs the server more than a query; an older horizon is
+    /// always safe, only less far, and the next read takes a fresh one).
+    async fn stream(
+        &self,
+        mut after: Option<Position>,
+        batch_size: u32,
+        out: &BatchSender,
+    ) -> Result<(), SourceError> {
+        // A batch's read time runs from the end of the previous one (the first: from here).
+        let mut started = std::time::Instant::now();
         let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
-        let reusable = self
-            .horizon_state
-            .lock()
-            .expect("horizon state lock")
-            .reusable();
-        let (horizon, bound) = match reusable {
-            Some(horizon) => horizon,
-            None => self.horizon().await?,
-        };
+        let (horizon, bound) = self.horizon().await?;
         let horizon_utc = horizon.and_utc();
-        let rows: Vec<ProductRow> = match after {
-            None => {
-                sqlx::query_as(&queries.from_start)
-                    .bind(horizon_utc)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            Some(Position {
-                last_updated,
-                id: None,
-            }) => {
-                sqlx::query_as(&queries.after_timestamp)
-                    .bind(last_updated.and_utc())
-                    .bind(horizon_utc)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            Some(Position {
-                last_updated,
-                id: Some(id),
-            }) => {
-                let RowKey::Int(id) = id else {
-                    return Err(SourceError::KeyKind {
-                        id,
-                        kind: IdKind::Int,
-                    });
-                };
-                let from = last_updated.and_utc();
-                sqlx::query_as(&queries.after)
-                    .bind(from)
-                    .bind(horizon_utc)
-                    .bind(from)
-                    .bind(id)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        self.horizon_state
-            .lock()
-            .expect("horizon state lock")
-            .last_read_full = rows.len() >= limit as usize;
-        Ok(Batch {
-            rows: rows.into_iter().map(|ProductRow(row)| row).collect(),
+        let batch_size = batch_size.max(1);
+        let query_rows = batch_size.saturating_mul(BATCHES_PER_QUERY);
+        let batch = |rows, caught_up, started: std::time::Instant| Batch {
+            rows,
             horizon,
             bound,
-            limit,
-        })
+            caught_up,
+            read_time: started.elapsed(),
+        };
+        loop {
+            let query = match after {
+                None => sqlx::query_as(&queries.from_start).bind(horizon_utc),
+                Some(Position {
+                    last_updated,
+                    id: None,
+                }) => sqlx::query_as(&queries.after_timestamp)
+                    .bind(last_updated.and_utc())
+                    .bind(horizon_utc),
+                Some(Position {
+                    last_updated,
+                    id: Some(ref id),
+                }) => {
+                    let RowKey::Int(id) = *id else {
+                        return Err(SourceError::KeyKind {
+                            id: id.clone(),
+                            kind: IdKind::Int,
+                        });
+                    };
+                    let from = last_updated.and_utc();
+                    sqlx::query_as(&queries.after)
+                        .bind(from)
+                        .bind(horizon_utc)
+                        .bind(from)
+                        .bind(id)
+                }
+            };
+            let mut rows = query.bind(query_rows).fetch(&self.pool);
+            let mut pending = Vec::with_capacity(batch_size as usize);
+            let mut read: u32 = 0;
+            while let Some(ProductRow(row)) = rows.try_next().await? {
+                read += 1;
+                pending.push(row);
+                if pending.len() == batch_size as usize {
+                    let rows =
+                        std::mem::replace(&mut pending, Vec::with_capacity(batch_size as usize));
+                    after = rows.last().map(SourceRow::position);
+                    if !out.send(batch(rows, false, started)).await {
+                        return Ok(());
+                    }
+                    started = std::time::Instant::now();
+                }
+            }
+            drop(rows);
+            let caught_up = read < query_rows;
+            if caught_up || !pending.is_empty() {
+                if let Some(last) = pending.last() {
+                    after = Some(last.position());
+                }
+                if !out.send(batch(pending, caught_up, started)).await || caught_up {
+                    return Ok(());
+                }
+                started = std::time::Instant::now();
+            }
+        }
     }
 }
 
@@ -388,13 +472,9 @@ impl Source for MySqlSource {
         .boxed()
     }
 
-    fn read_batch(
-        &self,
-        after: Option<Position>,
-        limit: u32,
-    ) -> BoxFuture<'static, Result<Batch, SourceError>> {
+    fn read_changes(&self, after: Option<Position>, batch_size: u32) -> ChangeReader {
         let this = self.clone();
-        async move { this.read(after, limit).await }.boxed()
+        ChangeReader::spawn(move |out| async move { this.stream(after, batch_size, &out).await })
     }
 
     fn ping(&self) -> BoxFuture<'static, Result<(), SourceError>> {
@@ -428,47 +508,85 @@ mod tests {
     }
 
     #[test]
-    fn a_horizon_is_reused_only_after_a_full_read() {
-        let mut state = HorizonState::default();
-        assert_eq!(state.reusable(), None, "nothing to reuse yet");
-        state.last_read_full = true;
-        assert_eq!(
-            state.reusable(),
-            None,
-            "no horizon from a complete listing yet"
-        );
-        let horizon = (NaiveDateTime::default(), HorizonBound::OpenTransaction);
-        state.last = Some(horizon);
-        assert_eq!(state.reusable(), Some(horizon));
-        state.last_read_full = false;
-        assert_eq!(
-            state.reusable(),
-            None,
-            "after a short read, a fresh horizon"
-        );
-    }
-
-    #[test]
     fn the_configured_names_are_quoted_into_the_queries() {
         let spec = TableSpec::new("shop.items", "item_id", "changed_at").unwrap();
         let mut cols = product();
         cols[0].0 = "item_id".into();
         cols[4].0 = "changed_at".into();
-        let q = check_columns(&spec, &cols).unwrap();
+        check_columns(&spec, &cols).unwrap();
+        let q = Queries::new(&spec, Some("by`change"));
         assert!(
-            q.after.contains("FROM `shop`.`items`")
+            q.after
+                .contains("FROM `shop`.`items` FORCE INDEX (`by``change`) WHERE")
                 && q.after.contains("(`changed_at` > ? OR `item_id` > ?)")
                 && q.after
                     .ends_with("ORDER BY `changed_at`, `item_id` LIMIT ?"),
             "{}",
             q.after
         );
-        let default = check_columns(&TableSpec::default(), &product()).unwrap();
+        check_columns(&TableSpec::default(), &product()).unwrap();
+        let default = Queries::new(&TableSpec::default(), None);
         assert!(
-            default.from_start.contains("`id` AS id"),
+            default.from_start.contains("`id` AS id")
+                && default.from_start.contains("FROM `product` WHERE"),
             "{}",
             default.from_start
         );
+    }
+
+    #[test]
+    fn the_index_forced_is_one_that_serves_the_capture_order() {
+        let spec = TableSpec::default();
+        let indexes = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(i, c)| (i.to_string(), c.to_string()))
+                .collect()
+        };
+        // The migration's index.
+        let ours = indexes(&[
+            ("PRIMARY", "id"),
+            ("idx_product_last_updated_id", "last_updated"),
+            ("idx_product_last_updated_id", "id"),
+        ]);
+        assert_eq!(
+            keyset_index(&spec, &ours).as_deref(),
+            Some("idx_product_last_updated_id")
+        );
+        // More columns after (ts, id) still serve the order; an index holding every column read
+        // wins over one listed before it.
+        let covering = indexes(&[
+            ("by_name", "name"),
+            ("a_partly", "last_updated"),
+            ("a_partly", "id"),
+            ("a_partly", "price"),
+            ("covering", "last_updated"),
+            ("covering", "id"),
+            ("covering", "name"),
+            ("covering", "category"),
+            ("covering", "price"),
+        ]);
+        assert_eq!(keyset_index(&spec, &covering).as_deref(), Some("covering"));
+        assert_eq!(
+            keyset_index(&spec, &covering[..4]).as_deref(),
+            Some("a_partly")
+        );
+        // The timestamp alone serves it only when the id is the primary key.
+        let ts_only = [("PRIMARY", "id"), ("by_ts", "last_updated")];
+        assert_eq!(
+            keyset_index(&spec, &indexes(&ts_only)).as_deref(),
+            Some("by_ts")
+        );
+        let ts_only_other_key = [("PRIMARY", "sku"), ("by_ts", "last_updated")];
+        assert_eq!(keyset_index(&spec, &indexes(&ts_only_other_key)), None);
+        // Wrong order or other columns do not.
+        for wrong in [
+            &[("PRIMARY", "id"), ("i", "id"), ("i", "last_updated")][..],
+            &[("i", "last_updated"), ("i", "name")][..],
+            &[("PRIMARY", "id")][..],
+            &[][..],
+        ] {
+            assert_eq!(keyset_index(&spec, &indexes(wrong)), None, "{wrong:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use super::changes::{read_batch_by_batch, ChangeReader};
 use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
 use crate::position::{read_horizon, Position, RowKey};
 
@@ -299,7 +300,9 @@ impl PgSource {
         Ok((horizon, bound))
     }
 
+    /// Up to `limit` rows after `after`, below a fresh horizon.
     async fn read(&self, after: Option<Position>, limit: u32) -> Result<Batch, SourceError> {
+        let started = std::time::Instant::now();
         let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
@@ -340,12 +343,13 @@ impl PgSource {
         let rows = rows
             .iter()
             .map(|row| source_row(row, queries.id_kind))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch {
+            caught_up: rows.len() < limit as usize,
             rows,
             horizon,
             bound,
-            limit,
+            read_time: started.elapsed(),
         })
     }
 }
@@ -360,13 +364,12 @@ impl Source for PgSource {
         async move { Ok(this.queries().await?.id_kind) }.boxed()
     }
 
-    fn read_batch(
-        &self,
-        after: Option<Position>,
-        limit: u32,
-    ) -> BoxFuture<'static, Result<Batch, SourceError>> {
+    fn read_changes(&self, after: Option<Position>, batch_size: u32) -> ChangeReader {
         let this = self.clone();
-        async move { this.read(after, limit).await }.boxed()
+        read_batch_by_batch(after, move |after| {
+            let this = this.clone();
+            async move { this.read(after, batch_size).await }.boxed()
+        })
     }
 
     fn ping(&self) -> BoxFuture<'static, Result<(), SourceError>> {
