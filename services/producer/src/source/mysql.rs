@@ -205,7 +205,7 @@ impl<'r> sqlx::FromRow<'r, MySqlRow> for ProductRow {
 struct HorizonState {
     bounds: TransactionBounds,
     /// The last horizon computed from a complete listing; it stays safe forever.
-    last: Option<(NaiveDateTime, HorizonBound)>,
+    last: Option<NaiveDateTime>,
 }
 
 /// Connection pool options: every connection's session runs in UTC, so `TIMESTAMP` values and
@@ -276,15 +276,10 @@ impl MySqlSource {
                             // Transactions may be missing: keep the last safe horizon (or read
                             // nothing yet), so capture slows down but never skips a row.
                             tracing::debug!(error = %e, "cannot use the open-transaction list");
-                            return Ok(state
-                                .last
-                                .map(|(horizon, _)| {
-                                    (horizon, HorizonBound::IncompleteTransactionList)
-                                })
-                                .unwrap_or((
-                                    NaiveDateTime::MIN,
-                                    HorizonBound::IncompleteTransactionList,
-                                )));
+                            return Ok((
+                                state.last.unwrap_or(NaiveDateTime::MIN),
+                                HorizonBound::IncompleteTransactionList,
+                            ));
                         }
                     };
                     let oldest = state.bounds.observe(&listing);
@@ -296,8 +291,8 @@ impl MySqlSource {
                     };
                     let horizon = read_horizon(listing.listed_after, oldest, self.delay);
                     // A horizon never has to move back (each one stays safe); keep the later.
-                    let horizon = state.last.map_or(horizon, |(h, _)| h.max(horizon));
-                    state.last = Some((horizon, bound));
+                    let horizon = state.last.map_or(horizon, |h| h.max(horizon));
+                    state.last = Some(horizon);
                     return Ok((horizon, bound));
                 }
                 Err(SourceError::Database(e)) if is_privilege_error(&e) => {
@@ -542,7 +537,7 @@ mod tests {
                 .map(|(i, c)| (i.to_string(), c.to_string()))
                 .collect()
         };
-        // The migration's index.
+        // The first migration's index (0002 replaces it with a covering one).
         let ours = indexes(&[
             ("PRIMARY", "id"),
             ("idx_product_last_updated_id", "last_updated"),
