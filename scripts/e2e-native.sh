@@ -130,10 +130,24 @@ if any(len(parts) == 0 for parts in owned) and len(slots) <= 10:
 PY
 }
 
+# show_rebalances SLOTS...: the last rebalance lines of these consumers' logs, so that a group
+# that did not settle can be understood from the test output alone.
+show_rebalances() {
+    local slot log
+    for slot in "$@"; do
+        log="$NATIVE_LOG_DIR/consumer_$slot.log"
+        [[ -f "$log" ]] || continue
+        info "consumer_$slot, last rebalance lines of $log:"
+        grep -E 'partitions (assigned|released)|assignment lost|rebalance error|assign failed|unassign failed|consumer error' "$log" \
+            | tail -n 6 | sed 's/^/    /' || true
+    done
+}
+
 if wait_until "$CONVERGE_TIMEOUT" "5 consumers with 2 partitions each" assignments_ok 1 2 3 4 5; then
     pass "consumer_1..consumer_5 own 2 partitions each, all 10 covered: $(tr '\n' ' ' <"$WORK/assignments.last")"
 else
     fail "assignments did not settle to 2 partitions per consumer: $(tr '\n' ' ' <"$WORK/assignments.last")"
+    show_rebalances 1 2 3 4 5
 fi
 
 # --- logs fill ------------------------------------------------------------------------------------
@@ -186,6 +200,7 @@ if scripts/scale-consumers.sh 7 >"$WORK/scale-up.out" 2>&1; then
         pass "scaled to 7: $(tr '\n' ' ' <"$WORK/assignments.last")"
     else
         fail "after scaling to 7 the partitions were not shared by all 7: $(tr '\n' ' ' <"$WORK/assignments.last")"
+        show_rebalances 1 2 3 4 5 6 7
     fi
 else
     fail "scale-consumers.sh 7 failed: $(tail -n 5 "$WORK/scale-up.out")"
@@ -201,6 +216,7 @@ if scripts/scale-consumers.sh 5 >"$WORK/scale-down.out" 2>&1; then
         pass "back to 2 partitions per consumer: $(tr '\n' ' ' <"$WORK/assignments.last")"
     else
         fail "after scaling back the assignments did not settle: $(tr '\n' ' ' <"$WORK/assignments.last")"
+        show_rebalances 1 2 3 4 5
     fi
 else
     fail "scale-consumers.sh 5 failed: $(tail -n 5 "$WORK/scale-down.out")"
