@@ -120,34 +120,40 @@ pub fn encode_product(schema_id: u32, product: &Product) -> Vec<u8> {
     encode_view(schema_id, &product.view())
 }
 
-/// [`encode_product`] for a product's fields borrowed from wherever they are (the producer
-/// encodes straight from the row it read).
+/// [`encode_product`] for a product's fields borrowed from wherever they are.
 pub fn encode_view(schema_id: u32, product: &ProductView<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 48 + product.name.len());
+    encode_view_into(schema_id, product, &mut out);
+    out
+}
+
+/// [`encode_view`] into `out`, replacing what it held (the producer encodes every row into one
+/// buffer it reuses).
+pub fn encode_view_into(schema_id: u32, product: &ProductView<'_>, out: &mut Vec<u8>) {
+    out.clear();
     out.push(MAGIC_BYTE);
     out.extend_from_slice(&schema_id.to_be_bytes());
     match product.id {
-        ProductIdRef::Int(id) => write_long(&mut out, i64::from(id)),
-        ProductIdRef::Text(id) => write_string(&mut out, id),
+        ProductIdRef::Int(id) => write_long(out, i64::from(id)),
+        ProductIdRef::Text(id) => write_string(out, id),
     }
-    write_string(&mut out, product.name);
+    write_string(out, product.name);
     match product.category {
-        None => write_long(&mut out, 0),
+        None => write_long(out, 0),
         Some(category) => {
-            write_long(&mut out, 1);
-            write_string(&mut out, category);
+            write_long(out, 1);
+            write_string(out, category);
         }
     }
     out.extend_from_slice(&product.price.to_le_bytes());
-    write_string(&mut out, product.last_updated);
+    write_string(out, product.last_updated);
     match product.last_updated_micros {
-        None => write_long(&mut out, 0),
+        None => write_long(out, 0),
         Some(micros) => {
-            write_long(&mut out, 1);
-            write_long(&mut out, micros);
+            write_long(out, 1);
+            write_long(out, micros);
         }
     }
-    out
 }
 
 /// Avro `int`/`long`: zig-zag, then little-endian base-128 varint.

@@ -97,14 +97,23 @@ pub struct Product {
 /// The text form of `last_updated` the original prototype wrote: whole seconds.
 pub const LAST_UPDATED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// `time` as [`LAST_UPDATED_FORMAT`] writes it, digit by digit for four-digit years (the
-/// producer stamps every row: chrono's general formatter parses the format string every time);
-/// other years through chrono.
+/// `time` as [`LAST_UPDATED_FORMAT`] writes it (see [`write_last_updated`]).
 pub fn format_last_updated(time: NaiveDateTime) -> String {
+    let mut text = String::with_capacity(19);
+    write_last_updated(time, &mut text);
+    text
+}
+
+/// Appends `time` as [`LAST_UPDATED_FORMAT`] writes it to `out`: digit by digit for four-digit
+/// years (the producer stamps every row: chrono's general formatter parses the format string
+/// every time); other years through chrono.
+pub fn write_last_updated(time: NaiveDateTime, out: &mut String) {
     use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
     let year = time.year();
     if !(0..=9999).contains(&year) {
-        return time.format(LAST_UPDATED_FORMAT).to_string();
+        write!(out, "{}", time.format(LAST_UPDATED_FORMAT)).expect("writing to a String");
+        return;
     }
     let mut text = [0u8; 19];
     let mut put = |at: usize, digits: usize, value: u32| {
@@ -125,7 +134,7 @@ pub fn format_last_updated(time: NaiveDateTime) -> String {
     text[10] = b' ';
     text[13] = b':';
     text[16] = b':';
-    String::from_utf8(text.to_vec()).expect("digits and separators are ASCII")
+    out.push_str(std::str::from_utf8(&text).expect("digits and separators are ASCII"));
 }
 
 impl Product {

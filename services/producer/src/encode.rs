@@ -1,8 +1,8 @@
 //! From a captured row to the Kafka record (key = id as text, value = Avro in the Confluent wire
 //! format), or to a rejection when the row cannot be represented in the value schema.
 
-use common::avro::encode_view;
-use common::product::{format_last_updated, ProductIdRef, ProductView};
+use common::avro::encode_view_into;
+use common::product::{write_last_updated, ProductIdRef, ProductView};
 use serde_json::json;
 
 use crate::position::RowKey;
@@ -105,17 +105,68 @@ pub struct EncodedRecord {
     pub value: Vec<u8>,
 }
 
-/// Encodes `row` with the registered `schema_id` (`common::avro::encode_view`). Every valid
-/// product encodes.
-/// `schema_id` must be the schema of the row's kind of id (`IdKind::schema_json`): a source
+/// A record as [`RecordEncoder::encode`] returns it, borrowed from the encoder's buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordRef<'a> {
+    /// The product id as UTF-8 text (digits, or the text id itself).
+    pub key: &'a str,
+    /// Confluent wire format: magic byte, schema id, Avro datum.
+    pub value: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    pub fn to_record(&self) -> EncodedRecord {
+        EncodedRecord {
+            key: self.key.to_owned(),
+            value: self.value.to_vec(),
+        }
+    }
+}
+
+/// Encodes rows with the registered `schema_id` (`common::avro::encode_view_into`), one after
+/// the other into buffers it reuses: the capture loop encodes every row it produces, without an
+/// allocation per row. Every valid product encodes.
+/// `schema_id` must be the schema of the rows' kind of id (`IdKind::schema_json`): a source
 /// yields one kind only, the one it reported when inspected.
+pub struct RecordEncoder {
+    schema_id: u32,
+    last_updated: String,
+    key: itoa::Buffer,
+    value: Vec<u8>,
+}
+
+impl RecordEncoder {
+    pub fn new(schema_id: u32) -> Self {
+        Self {
+            schema_id,
+            last_updated: String::with_capacity(19),
+            key: itoa::Buffer::new(),
+            value: Vec::with_capacity(128),
+        }
+    }
+
+    /// The record of `row`, valid until the next call, or why the row cannot be one.
+    pub fn encode<'a>(&'a mut self, row: &'a SourceRow) -> Result<RecordRef<'a>, Rejection> {
+        self.last_updated.clear();
+        write_last_updated(row.last_updated, &mut self.last_updated);
+        let product = to_product(row, &self.last_updated)?;
+        encode_view_into(self.schema_id, &product, &mut self.value);
+        let key = match product.id {
+            ProductIdRef::Int(id) => self.key.format(id),
+            ProductIdRef::Text(id) => id,
+        };
+        Ok(RecordRef {
+            key,
+            value: &self.value,
+        })
+    }
+}
+
+/// [`RecordEncoder::encode`] for one row, into a record of its own.
 pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Rejection> {
-    let last_updated = format_last_updated(row.last_updated);
-    let product = to_product(row, &last_updated)?;
-    Ok(EncodedRecord {
-        key: product.id.to_string(),
-        value: encode_view(schema_id, &product),
-    })
+    RecordEncoder::new(schema_id)
+        .encode(row)
+        .map(|record| record.to_record())
 }
 
 /// The dead-letter record of a rejected row: JSON with the reason and the row as read.
@@ -178,6 +229,29 @@ mod tests {
             product.last_updated_micros,
             Some(row().last_updated.and_utc().timestamp_micros())
         );
+    }
+
+    #[test]
+    fn an_encoder_reused_for_rows_of_every_shape_encodes_each_as_a_fresh_one_would() {
+        let mut long = row();
+        long.id = RowKey::Int(2_000_000_000);
+        long.name = Some("a much longer product name than the first one".into());
+        long.last_updated += chrono::Duration::days(400);
+        let mut no_category = row();
+        no_category.category = None;
+        let mut rejected = row();
+        rejected.name = None;
+        let mut encoder = RecordEncoder::new(42);
+        for r in [long, row(), rejected, no_category, row()] {
+            let fresh = RecordEncoder::new(42).encode(&r).map(|rec| rec.to_record());
+            let reused = encoder.encode(&r).map(|rec| rec.to_record());
+            assert_eq!(reused, fresh, "{r:?}");
+        }
+        let last = row();
+        let record = encoder.encode(&last).unwrap();
+        assert_eq!(record.key, "5");
+        let product = decode_product(product_schema(), &record.value[5..]).unwrap();
+        assert_eq!(product.last_updated, "2023-10-13 10:03:55");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{dead_letter_json, encode_row};
+use crate::encode::{dead_letter_json, RecordEncoder};
 use crate::metrics::ProducerMetrics;
 use crate::position::Position;
 use crate::readback::{durable_offsets, read_back, DeliveredRows};
@@ -297,16 +297,17 @@ impl Pipeline {
     ) -> Result<AckFuture, KafkaError> {
         let acks = BatchAcks::new(&self.topic);
         let source = self.source.describe();
+        let mut encoder = RecordEncoder::new(self.schema_id);
         for row in &batch.rows {
             let micros = row.last_updated.and_utc().timestamp_micros();
             if delivered.contains(&row.id, micros) {
                 self.metrics.rows_already_in_topic.inc();
                 continue;
             }
-            match encode_row(self.schema_id, row) {
+            match encoder.encode(row) {
                 Ok(record) => {
                     self.sink
-                        .enqueue(&acks, &self.topic, record.key.as_bytes(), &record.value)
+                        .enqueue(&acks, &self.topic, record.key.as_bytes(), record.value)
                         .await?
                 }
                 Err(rejection) => {

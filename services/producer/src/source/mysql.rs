@@ -9,8 +9,6 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::Row;
 
@@ -170,6 +168,13 @@ fn check_columns(
             spec, spec.id_column
         )));
     }
+    let (_, price_type, price_column_type) = find("price").expect("checked above");
+    if !price_type.eq_ignore_ascii_case("decimal") {
+        return Err(SourceError::Table(format!(
+            "column {spec}.price is {price_column_type}: MySQL/MariaDB capture needs a DECIMAL \
+             (NUMERIC) price column"
+        )));
+    }
     let (_, ts_type, ts_column_type) = find(&spec.timestamp_column).expect("checked above");
     if !["timestamp", "datetime"].contains(&ts_type.to_ascii_lowercase().as_str()) {
         return Err(SourceError::Table(format!(
@@ -187,14 +192,17 @@ struct ProductRow(SourceRow);
 
 impl<'r> sqlx::FromRow<'r, MySqlRow> for ProductRow {
     fn from_row(row: &'r MySqlRow) -> Result<Self, sqlx::Error> {
-        let price: Option<Decimal> = row.try_get(3)?;
+        // A DECIMAL arrives as its decimal text, in both protocols (the column type is checked
+        // at start-up: `check_columns`). Parsed as f64 it becomes the nearest double, as a
+        // `Decimal` converted to f64 would, without the `Decimal`; a failed parse shows up as
+        // NaN and is rejected.
+        let price: Option<&str> = row.try_get_unchecked(3)?;
         let last_updated: DateTime<Utc> = row.try_get(4)?;
         Ok(Self(SourceRow {
             id: RowKey::Int(row.try_get(0)?),
             name: row.try_get(1)?,
             category: row.try_get(2)?,
-            // DECIMAL(10,2) always converts; a failed conversion shows up as NaN and is rejected.
-            price: price.map(|p| p.to_f64().unwrap_or(f64::NAN)),
+            price: price.map(|p| p.parse().unwrap_or(f64::NAN)),
             last_updated: last_updated.naive_utc(),
         }))
     }
@@ -601,5 +609,15 @@ mod tests {
                 "{err}"
             );
         }
+        let mut cols = product();
+        cols[3] = ("price".into(), "double".into(), "double".into());
+        let err = check_columns(&spec, &cols).err().unwrap().to_string();
+        assert!(
+            err.contains("product.price is double") && err.contains("DECIMAL"),
+            "{err}"
+        );
+        let mut cols = product();
+        cols[3] = ("price".into(), "DECIMAL".into(), "decimal(12,4)".into());
+        check_columns(&spec, &cols).unwrap();
     }
 }
