@@ -387,6 +387,9 @@ impl MySqlSource {
         let horizon_utc = horizon.and_utc();
         let batch_size = batch_size.max(1);
         let query_rows = batch_size.saturating_mul(BATCHES_PER_QUERY);
+        // One connection for the read's queries: a query run on the pool itself passes every
+        // row through one more stream (the pool's, around the connection's).
+        let mut conn = self.pool.acquire().await?;
         let batch = |rows, caught_up, started: std::time::Instant| Batch {
             rows,
             horizon,
@@ -421,7 +424,7 @@ impl MySqlSource {
                         .bind(id)
                 }
             };
-            let mut rows = query.bind(query_rows).fetch(&self.pool);
+            let mut rows = query.bind(query_rows).fetch(&mut *conn);
             let mut pending = Vec::with_capacity(batch_size as usize);
             let mut read: u32 = 0;
             while let Some(ProductRow(row)) = rows.try_next().await? {
