@@ -139,7 +139,7 @@ show_rebalances() {
         [[ -f "$log" ]] || continue
         info "consumer_$slot, last rebalance lines of $log:"
         grep -E 'partitions (assigned|released)|assignment lost|rebalance error|assign failed|unassign failed|consumer error' "$log" \
-            | tail -n 6 | sed 's/^/    /' || true
+            | tail -n 6 | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/    /' || true
     done
 }
 
