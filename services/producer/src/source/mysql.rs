@@ -433,8 +433,9 @@ impl MySqlSource {
                 if pending.len() == batch_size as usize {
                     let rows =
                         std::mem::replace(&mut pending, Vec::with_capacity(batch_size as usize));
-                    after = rows.last().map(SourceRow::position);
-                    if !out.send(batch(rows, false, started)).await {
+                    let full = batch(rows, false, started);
+                    after = full.end();
+                    if !out.send(full).await {
                         return Ok(());
                     }
                     started = std::time::Instant::now();
@@ -443,10 +444,11 @@ impl MySqlSource {
             drop(rows);
             let caught_up = read < query_rows;
             if caught_up || !pending.is_empty() {
-                if let Some(last) = pending.last() {
-                    after = Some(last.position());
+                let rest = batch(pending, caught_up, started);
+                if let Some(end) = rest.end() {
+                    after = Some(end);
                 }
-                if !out.send(batch(pending, caught_up, started)).await || caught_up {
+                if !out.send(rest).await || caught_up {
                     return Ok(());
                 }
                 started = std::time::Instant::now();
