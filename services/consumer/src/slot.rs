@@ -133,6 +133,20 @@ impl SlotLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Held by tests that spawn a child process and by tests that release a lock and claim it
+    /// again. A child starts with a copy of every open descriptor of this process, the lock
+    /// files' included, until it execs (close-on-exec only closes them then). A slot released
+    /// at that moment is still locked by the child for a while, so claiming it again would find
+    /// it held: that failed once in CI.
+    static NO_CHILD_SPAWNED: Mutex<()> = Mutex::new(());
+
+    fn no_child_spawned() -> MutexGuard<'static, ()> {
+        NO_CHILD_SPAWNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
     #[test]
     fn slot_names_parse_both_ways() {
@@ -155,6 +169,7 @@ mod tests {
 
     #[test]
     fn claims_the_lowest_free_slot_and_gets_it_back_when_released() {
+        let _no_child = no_child_spawned();
         let root = tempfile::tempdir().unwrap();
         let first = SlotLease::claim(root.path(), None).unwrap();
         let second = SlotLease::claim(root.path(), None).unwrap();
@@ -202,6 +217,7 @@ mod tests {
     fn the_lock_is_held_by_the_process_until_it_exits() {
         // A child process holding the lock (flock(1)) makes the slot busy for us, and its death
         // releases it, however it dies.
+        let _no_child = no_child_spawned();
         if std::process::Command::new("flock")
             .arg("--version")
             .output()
