@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the tansu Kafka-compatible broker (used as the Kafka of tests and of the native run)
-# with cargo, unless it is already installed. The build takes about 20 minutes on 2 cores.
+# with cargo, unless it is already installed. The build takes about 30 minutes on 2 cores.
 #
 #   scripts/install-tansu.sh
 #
@@ -35,7 +35,7 @@ fi
 
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH; install Rust (rustup) first"
 
-info "installing tansu $TANSU_VERSION with cargo (about 20 minutes on 2 cores)"
+info "installing tansu $TANSU_VERSION with cargo (about 30 minutes on 2 cores)"
 started=$SECONDS
 cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features dynostore,libsql \
     || die "cargo install tansu failed"
