@@ -33,6 +33,45 @@ if other_install_running; then
     warn "the other install finished without installing tansu; installing it here"
 fi
 
+# A prebuilt copy (built with exactly the `cargo install` flags below) saves the build where the
+# workplace's shared tools are present and their checksums match; anything else builds from crates.io.
+install_prebuilt() {
+    local dir="$REPO_ROOT/../shared/tools" archive sums dest tmp
+    archive="$dir/tansu-$TANSU_VERSION-x86_64-linux.gz"
+    sums="$archive.sha256"
+    [[ -f "$archive" && -f "$sums" && "$(uname -m)" == x86_64 ]] || return 1
+    command -v sha256sum >/dev/null 2>&1 || return 1
+    local want_gz want_bin
+    want_gz="$(awk '$2 ~ /[.]gz$/ {print $1}' "$sums")"
+    want_bin="$(awk '$2 == "tansu" {print $1}' "$sums")"
+    [[ -n "$want_gz" && -n "$want_bin" ]] || return 1
+    if [[ "$(sha256sum "$archive" | cut -d' ' -f1)" != "$want_gz" ]]; then
+        warn "prebuilt tansu at $archive does not match its checksum; building instead"
+        return 1
+    fi
+    dest="${CARGO_HOME:-$HOME/.cargo}/bin"
+    mkdir -p "$dest"
+    tmp="$(mktemp "$dest/.tansu.XXXXXX")"
+    gzip -dc "$archive" >"$tmp" || { rm -f "$tmp"; return 1; }
+    if [[ "$(sha256sum "$tmp" | cut -d' ' -f1)" != "$want_bin" ]]; then
+        rm -f "$tmp"
+        warn "prebuilt tansu unpacked to a binary that does not match its checksum; building instead"
+        return 1
+    fi
+    chmod 755 "$tmp"
+    if ! "$tmp" --version >/dev/null 2>&1; then
+        rm -f "$tmp"
+        warn "prebuilt tansu does not run on this machine; building instead"
+        return 1
+    fi
+    mv -f "$tmp" "$dest/tansu"
+    info "installed the prebuilt tansu $TANSU_VERSION from $archive (checksums match)"
+}
+
+if install_prebuilt; then
+    exit 0
+fi
+
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH; install Rust (rustup) first"
 
 info "installing tansu $TANSU_VERSION with cargo (about 30 minutes on 2 cores)"

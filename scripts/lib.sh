@@ -208,12 +208,16 @@ ensure_mariadb() {
             command -v start-stop-daemon >/dev/null 2>&1 || die "start-stop-daemon not found; cannot start MariaDB"
             install -d -o mysql -g mysql /run/mysqld 2>/dev/null || mkdir -p /run/mysqld
             mkdir -p "$(dirname "$pid_file")"
-            info "starting MariaDB (/usr/sbin/mariadbd)"
+            local log_file="$TESTBED_DIR/mariadb.log" user_args=()
+            # mariadbd refuses to run as root unless told which user to become.
+            [[ "$(id -u)" == 0 ]] && user_args=(--user=mysql)
+            info "starting MariaDB (/usr/sbin/mariadbd, log $log_file)"
             start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$pid_file" \
-                --exec /usr/sbin/mariadbd || die "start-stop-daemon could not start /usr/sbin/mariadbd"
+                --output "$log_file" --exec /usr/sbin/mariadbd -- "${user_args[@]}" \
+                || die "start-stop-daemon could not start /usr/sbin/mariadbd"
             if ! wait_until 60 "MariaDB to answer on $MYSQL_HOST:$MYSQL_PORT" mysql_alive; then
-                tail -n 20 /var/log/mysql/error.log >&2 2>/dev/null || true
-                die "MariaDB did not come up on $MYSQL_HOST:$MYSQL_PORT (see /var/log/mysql/error.log)"
+                tail -n 20 "$log_file" >&2 2>/dev/null || true
+                die "MariaDB did not come up on $MYSQL_HOST:$MYSQL_PORT (log: $log_file)"
             fi
         fi
     fi
@@ -240,21 +244,53 @@ pg_alive() {
 # (the cluster version) only when this call started the cluster.
 ensure_postgres() {
     local marker="$1" version
-    pg_alive && return 0
-    if [[ ! -d /etc/postgresql ]] || [[ -z "$(ls /etc/postgresql 2>/dev/null)" ]]; then
-        apt_install postgresql
-        pg_alive && return 0
+    if ! pg_alive; then
+        if [[ ! -d /etc/postgresql ]] || [[ -z "$(ls /etc/postgresql 2>/dev/null)" ]]; then
+            apt_install postgresql
+        fi
     fi
     version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n1)"
-    [[ -n "$version" ]] || die "no PostgreSQL cluster under /etc/postgresql"
-    command -v pg_ctlcluster >/dev/null 2>&1 || die "pg_ctlcluster not found; cannot start PostgreSQL"
-    info "starting PostgreSQL $version/main"
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start \
-        || die "pg_ctlcluster $version main start failed"
-    mkdir -p "$(dirname "$marker")"
-    echo "$version" >"$marker"
-    wait_until 60 "PostgreSQL to answer on $PG_HOST:$PG_PORT" pg_alive \
-        || die "PostgreSQL did not come up on $PG_HOST:$PG_PORT"
+    if ! pg_alive; then
+        [[ -n "$version" ]] || die "no PostgreSQL cluster under /etc/postgresql"
+        command -v pg_ctlcluster >/dev/null 2>&1 || die "pg_ctlcluster not found; cannot start PostgreSQL"
+        info "starting PostgreSQL $version/main"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+            || die "pg_ctlcluster $version main start failed"
+        mkdir -p "$(dirname "$marker")"
+        echo "$version" >"$marker"
+        wait_until 60 "PostgreSQL to answer on $PG_HOST:$PG_PORT" pg_alive \
+            || die "PostgreSQL did not come up on $PG_HOST:$PG_PORT"
+    fi
+    pg_trust_local "$version"
+}
+
+pg_postgres_works() {
+    psql -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1
+}
+
+# pg_trust_local VERSION: tests and the recipes connect as `postgres` without a password over
+# TCP; a fresh Debian cluster asks for one (scram-sha-256). Trusts loopback only, for the local
+# test database, as ensure_mariadb does for MariaDB's root.
+pg_trust_local() {
+    local version="$1" hba
+    pg_postgres_works && return 0
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    [[ -n "$version" && -w "$hba" ]] \
+        || die "PostgreSQL answers on $PG_HOST:$PG_PORT but 'postgres' without a password cannot log in over TCP (and $hba cannot be changed here)"
+    info "allowing password-less 'postgres' over loopback TCP (local test database, $hba)"
+    local tmp
+    tmp="$(mktemp)"
+    {
+        echo "# productstream test bed: password-less loopback connections (scripts/lib.sh)"
+        echo "host all all 127.0.0.1/32 trust"
+        echo "host all all ::1/128 trust"
+        cat "$hba"
+    } >"$tmp"
+    cat "$tmp" >"$hba"
+    rm -f "$tmp"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload || die "pg_ctlcluster reload failed"
+    wait_until 10 "password-less 'postgres' login on $PG_HOST:$PG_PORT" pg_postgres_works \
+        || die "PostgreSQL still asks 'postgres' for a password on $PG_HOST:$PG_PORT after trusting loopback in $hba"
 }
 
 # fmt_duration SECONDS
