@@ -6,6 +6,7 @@
 //! | `SOURCE_TABLE` | `product` | table to capture (`table` or `schema.table`) |
 //! | `SOURCE_ID_COLUMN` | `id` | its primary key column (integer; text with PostgreSQL) |
 //! | `SOURCE_TIMESTAMP_COLUMN` | `last_updated` | its change timestamp column |
+//! | `SOURCE_TIMESTAMP_TIME_ZONE` | unset | the writers' UTC offset (`UTC`, `+05:30`) when that column holds wall-clock time (MySQL `DATETIME`, PostgreSQL `timestamp`) |
 //! | `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*` | `127.0.0.1:9092`, plaintext | broker connection |
 //! | `SCHEMA_REGISTRY_URL`, `SCHEMA_REGISTRY_USERNAME`, `SCHEMA_REGISTRY_PASSWORD` | `http://127.0.0.1:8081` | registry |
 //! | `TOPIC`, `TOPIC_PARTITIONS` | `product_updates`, `10` | target topic, created if missing |
@@ -37,6 +38,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::FixedOffset;
 use common::config::{database_url, redact_url, ConfigError, Env, Secret, TopicConfig};
 use common::kafka::KafkaConfig;
 use common::registry::RegistryConfig;
@@ -51,6 +53,10 @@ pub struct Config {
     pub database_url: Secret,
     /// `SOURCE_TABLE`, `SOURCE_ID_COLUMN`, `SOURCE_TIMESTAMP_COLUMN`: the captured table.
     pub table: TableSpec,
+    /// `SOURCE_TIMESTAMP_TIME_ZONE`: the UTC offset of the wall-clock time writers store in a
+    /// timestamp column without time zone (`None`: not stated; such a column is then accepted
+    /// only when the server's default time zone is UTC).
+    pub writer_time_zone: Option<FixedOffset>,
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
     pub topic: TopicConfig,
@@ -227,6 +233,7 @@ impl Config {
         Ok(Self {
             database_url: Secret::new(database_url),
             table,
+            writer_time_zone: writer_time_zone(env)?,
             kafka: KafkaConfig::from_env(env)?,
             registry: RegistryConfig::from_env(env)?,
             topic,
@@ -267,6 +274,48 @@ impl Config {
     pub fn database_url_for_logs(&self) -> String {
         redact_url(self.database_url.expose())
     }
+}
+
+/// `SOURCE_TIMESTAMP_TIME_ZONE`: `UTC` or a fixed offset `+HH:MM` / `-HH:MM`. Named zones are
+/// refused: a zone with daylight saving time repeats an hour every autumn, and wall-clock stamps
+/// that go back would let capture skip rows.
+fn writer_time_zone(env: &Env) -> Result<Option<FixedOffset>, ConfigError> {
+    const NAME: &str = "SOURCE_TIMESTAMP_TIME_ZONE";
+    let Some(value) = env.optional(NAME) else {
+        return Ok(None);
+    };
+    let parsed = if value.eq_ignore_ascii_case("UTC") || value == "Z" {
+        FixedOffset::east_opt(0)
+    } else {
+        parse_offset(&value)
+    };
+    parsed.map(Some).ok_or_else(|| ConfigError::Invalid {
+        name: NAME.into(),
+        value,
+        expected: "UTC or a fixed offset from UTC such as +05:30 or -03:00 (a named zone is \
+                   refused: with daylight saving time its wall-clock time goes back once a \
+                   year, and capture would skip the rows written in the repeated hour)"
+            .into(),
+    })
+}
+
+/// `+HH:MM` or `-HH:MM`, less than 24 hours.
+fn parse_offset(value: &str) -> Option<FixedOffset> {
+    let (sign, rest) = match value.as_bytes().first()? {
+        b'+' => (1, &value[1..]),
+        b'-' => (-1, &value[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':')?;
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(hours) || !digits(minutes) {
+        return None;
+    }
+    let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    if minutes >= 60 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
 /// `KAFKA_COMPRESSION`: the producer's `compression.type`.
@@ -340,6 +389,36 @@ mod tests {
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:9102");
         assert_eq!(config.value_subject(), "product_updates-value");
         assert_eq!(config.source, SourceKind::Table);
+        assert_eq!(config.writer_time_zone, None);
+    }
+
+    #[test]
+    fn the_writers_time_zone_is_utc_or_a_fixed_offset() {
+        let zone = |value: &str| {
+            Config::from_env(&Env::from_pairs([("SOURCE_TIMESTAMP_TIME_ZONE", value)]))
+                .map(|c| c.writer_time_zone)
+        };
+        assert_eq!(zone("UTC").unwrap(), FixedOffset::east_opt(0));
+        assert_eq!(zone("utc").unwrap(), FixedOffset::east_opt(0));
+        assert_eq!(
+            zone("+05:30").unwrap(),
+            FixedOffset::east_opt(5 * 3600 + 1800)
+        );
+        assert_eq!(zone("-03:00").unwrap(), FixedOffset::west_opt(3 * 3600));
+        for bad in [
+            "Europe/Berlin",
+            "Asia/Kolkata",
+            "+5:30",
+            "+05:60",
+            "+24:00",
+            "0530",
+        ] {
+            let err = zone(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("SOURCE_TIMESTAMP_TIME_ZONE") && err.contains("fixed offset"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

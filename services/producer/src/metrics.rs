@@ -1,9 +1,9 @@
 //! The producer's Prometheus metrics, registered in the application's own registry.
 
 use common::metrics::{
-    counter, counter_vec, float_gauge, gauge, histogram, latency_buckets, size_buckets,
+    counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, latency_buckets, size_buckets,
 };
-use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use crate::encode::RejectReason;
 
@@ -29,7 +29,18 @@ pub struct ProducerMetrics {
     pub batches_in_flight: IntGauge,
     /// 1 when open transactions bound the read horizon, 0 when only `CAPTURE_DELAY_MS` does.
     pub horizon_sees_transactions: IntGauge,
+    /// 1 while the read horizon is degraded for that reason (see
+    /// [`crate::pipeline::HorizonWatch`]).
+    pub horizon_degraded: IntGaugeVec,
 }
+
+/// The reasons of `producer_horizon_degraded`.
+pub const HORIZON_DEGRADED_REASONS: [&str; 4] = [
+    "missing_privilege",
+    "hidden_sessions",
+    "truncated_listing",
+    "unreadable_listing",
+];
 
 impl ProducerMetrics {
     /// The metrics of table capture (its rejection reasons are listed from the start).
@@ -55,6 +66,15 @@ impl ProducerMetrics {
             "1 when the start of open transactions bounds the read horizon, 0 when only CAPTURE_DELAY_MS does.",
         );
         horizon_sees_transactions.set(1);
+        let horizon_degraded = gauge_vec(
+            registry,
+            "producer_horizon_degraded",
+            "1 while the read horizon is degraded for this reason: missing_privilege and hidden_sessions (only CAPTURE_DELAY_MS bounds it: rows of longer transactions can be missed), truncated_listing and unreadable_listing (capture holds at the last safe horizon).",
+            &["reason"],
+        );
+        for reason in HORIZON_DEGRADED_REASONS {
+            horizon_degraded.with_label_values(&[reason]).set(0);
+        }
         Self {
             rows_captured: counter(registry, "producer_rows_captured_total", "Rows read from the source (table rows or CSV records)."),
             records_produced: counter(
@@ -91,6 +111,7 @@ impl ProducerMetrics {
                 "Batches produced and not yet fully acknowledged.",
             ),
             horizon_sees_transactions,
+            horizon_degraded,
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::position::Position;
 use crate::readback::{durable_offsets, read_back, DeliveredRows};
 use crate::sink::{AckSummary, BatchAcks, KafkaSink};
 use crate::source::changes::ChangeReader;
-use crate::source::{Batch, HorizonBound, IdKind, Source, SourceError};
+use crate::source::{Batch, Blind, HorizonBound, IdKind, ListingProblem, Source, SourceError};
 use crate::watermark::{Watermark, WatermarkError};
 
 /// Batches produced but not yet fully acknowledged, at most; the loop takes no batch from the
@@ -91,7 +91,7 @@ struct LoopState {
     acknowledged: BTreeMap<i32, i64>,
     /// Row versions the topic already holds after the watermark.
     delivered: DeliveredRows,
-    horizon_bound: Option<HorizonBound>,
+    horizon: HorizonWatch,
     watermark_file: WatermarkWriter,
 }
 
@@ -163,7 +163,7 @@ impl Pipeline {
             caught_up_to: None,
             acknowledged: self.watermark.next_offsets.clone(),
             delivered,
-            horizon_bound: None,
+            horizon: HorizonWatch::new(self.metrics.clone(), self.readiness.clone()),
             watermark_file: WatermarkWriter::spawn(self.watermark_path.clone()),
         };
         tracing::info!(
@@ -265,7 +265,7 @@ impl Pipeline {
             .observe(batch.read_time.as_secs_f64());
         self.metrics.batch_size.observe(batch.rows.len() as f64);
         self.metrics.rows_captured.inc_by(batch.rows.len() as u64);
-        self.note_horizon_bound(state, batch.bound);
+        state.horizon.note(batch.bound, std::time::Instant::now());
 
         state.next_read_at = if batch.caught_up {
             Instant::now() + self.poll_interval
@@ -409,28 +409,6 @@ impl Pipeline {
         tracing::warn!(error = %error, failures = state.read_failures, retry_in = ?backoff, "cannot read changes from the database");
     }
 
-    fn note_horizon_bound(&self, state: &mut LoopState, bound: HorizonBound) {
-        let sees = bound != HorizonBound::WindowOnly;
-        self.metrics.horizon_sees_transactions.set(i64::from(sees));
-        if state.horizon_bound != Some(bound) {
-            match bound {
-                HorizonBound::OpenTransaction => {
-                    // Under a steady write load this flips many times a second: debug only.
-                    tracing::debug!(
-                        "an open transaction holds the read horizon back; later rows wait for it"
-                    )
-                }
-                HorizonBound::Window
-                    if state.horizon_bound == Some(HorizonBound::OpenTransaction) =>
-                {
-                    tracing::debug!("no open transaction holds the read horizon back any more")
-                }
-                _ => {}
-            }
-            state.horizon_bound = Some(bound);
-        }
-    }
-
     fn update_lag(&self, state: &LoopState) {
         let watermark = self.watermark.position.as_ref().map(|p| p.last_updated);
         let reference = match (state.in_flight.is_empty(), state.caught_up_to, watermark) {
@@ -445,6 +423,156 @@ impl Pipeline {
                 / 1e6;
             self.metrics.watermark_lag.set(lag.max(0.0));
         }
+    }
+}
+
+/// How often a degraded read horizon is reported again while it lasts.
+pub const HORIZON_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Makes the state of the read horizon visible, read by read: the `/ready` check
+/// [`HorizonWatch::READY_CHECK`] (false while the horizon is degraded, with the reason), the
+/// gauges `producer_horizon_degraded{reason}` and `producer_horizon_sees_transactions`, and a
+/// warning naming the cause and the fix when it becomes degraded, repeated every
+/// [`HORIZON_WARNING_INTERVAL`] while it stays so.
+pub struct HorizonWatch {
+    metrics: ProducerMetrics,
+    readiness: Readiness,
+    last: Option<HorizonBound>,
+    degraded: Option<Degraded>,
+}
+
+/// A degradation that lasts.
+struct Degraded {
+    reason: &'static str,
+    since: std::time::Instant,
+    warned_at: std::time::Instant,
+    /// Reads since the last warning.
+    reads: u64,
+}
+
+impl HorizonWatch {
+    pub const READY_CHECK: &'static str = "capture_horizon";
+
+    pub fn new(metrics: ProducerMetrics, readiness: Readiness) -> Self {
+        Self {
+            metrics,
+            readiness,
+            last: None,
+            degraded: None,
+        }
+    }
+
+    /// The `producer_horizon_degraded` reason of a bound and what it means, or `None` when the
+    /// horizon is sound.
+    fn degradation(bound: HorizonBound) -> Option<(&'static str, &'static str)> {
+        match bound {
+            HorizonBound::Window | HorizonBound::OpenTransaction => None,
+            HorizonBound::WindowOnly(Blind::MissingPrivilege) => Some((
+                "missing_privilege",
+                "the producer's database user lacks the PROCESS privilege, so open transactions \
+                 and running statements cannot be listed: the read horizon is CAPTURE_DELAY_MS \
+                 alone, and a row whose transaction stays open longer than that can be missed. \
+                 Fix: GRANT PROCESS ON *.* TO the producer's user (checked again every minute)",
+            )),
+            HorizonBound::WindowOnly(Blind::HiddenSessions) => Some((
+                "hidden_sessions",
+                "other roles' sessions hide when their transactions started (the producer's \
+                 role lacks pg_read_all_stats): the read horizon ignores them, and a row of \
+                 theirs whose transaction stays open longer than CAPTURE_DELAY_MS can be missed. \
+                 Fix: GRANT pg_read_all_stats TO the producer's role",
+            )),
+            HorizonBound::IncompleteTransactionList(ListingProblem::Truncated) => Some((
+                "truncated_listing",
+                "the server cut InnoDB's status output at 1 MiB (thousands of connections?), so \
+                 transactions may be missing from it: capture holds at the last safe read \
+                 horizon until the list fits again",
+            )),
+            HorizonBound::IncompleteTransactionList(ListingProblem::Unreadable) => Some((
+                "unreadable_listing",
+                "InnoDB's status output has no readable list of transactions (an unknown server \
+                 version's format?): capture holds at the last safe read horizon",
+            )),
+        }
+    }
+
+    /// Takes in the bound of a read made at `now`.
+    pub fn note(&mut self, bound: HorizonBound, now: std::time::Instant) {
+        self.metrics
+            .horizon_sees_transactions
+            .set(i64::from(!matches!(bound, HorizonBound::WindowOnly(_))));
+        let degradation = Self::degradation(bound);
+        for reason in crate::metrics::HORIZON_DEGRADED_REASONS {
+            let active = degradation.is_some_and(|(r, _)| r == reason);
+            self.metrics
+                .horizon_degraded
+                .with_label_values(&[reason])
+                .set(i64::from(active));
+        }
+        match degradation {
+            Some((reason, meaning)) => {
+                let repeat = match &mut self.degraded {
+                    Some(d) if d.reason == reason => {
+                        d.reads += 1;
+                        now.duration_since(d.warned_at) >= HORIZON_WARNING_INTERVAL
+                    }
+                    _ => {
+                        self.degraded = Some(Degraded {
+                            reason,
+                            since: now,
+                            warned_at: now,
+                            reads: 1,
+                        });
+                        true
+                    }
+                };
+                if repeat {
+                    let d = self.degraded.as_mut().expect("set above");
+                    tracing::warn!(
+                        reason,
+                        degraded_for_s = now.duration_since(d.since).as_secs(),
+                        reads = d.reads,
+                        "read horizon degraded: {meaning}"
+                    );
+                    d.warned_at = now;
+                    d.reads = 0;
+                }
+                self.readiness
+                    .set(Self::READY_CHECK, false, format!("{reason}: {meaning}"));
+            }
+            None => {
+                if let Some(d) = self.degraded.take() {
+                    tracing::info!(
+                        reason = d.reason,
+                        degraded_for_s = now.duration_since(d.since).as_secs(),
+                        "read horizon sound again"
+                    );
+                }
+                if self.last.is_none()
+                    || self
+                        .last
+                        .is_some_and(|last| Self::degradation(last).is_some())
+                {
+                    self.readiness.set(
+                        Self::READY_CHECK,
+                        true,
+                        "open transactions and running statements bound the read horizon",
+                    );
+                }
+                // Under a steady write load this flips many times a second: debug only.
+                match (self.last, bound) {
+                    (Some(last), HorizonBound::OpenTransaction) if last != bound => {
+                        tracing::debug!(
+                            "an open transaction holds the read horizon back; later rows wait for it"
+                        )
+                    }
+                    (Some(HorizonBound::OpenTransaction), HorizonBound::Window) => {
+                        tracing::debug!("no open transaction holds the read horizon back any more")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.last = Some(bound);
     }
 }
 
@@ -522,6 +650,107 @@ pub fn describe_position(position: Option<&Position>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn horizon_watch() -> (
+        HorizonWatch,
+        ProducerMetrics,
+        Readiness,
+        prometheus::Registry,
+    ) {
+        let registry = prometheus::Registry::new();
+        let metrics = ProducerMetrics::new(&registry);
+        let readiness = Readiness::default();
+        (
+            HorizonWatch::new(metrics.clone(), readiness.clone()),
+            metrics,
+            readiness,
+            registry,
+        )
+    }
+
+    #[test]
+    fn a_degraded_horizon_turns_readiness_off_and_sets_its_gauge_until_it_is_sound() {
+        let (mut watch, metrics, readiness, _registry) = horizon_watch();
+        readiness.set("database", true, "ok");
+        let now = std::time::Instant::now();
+        watch.note(HorizonBound::Window, now);
+        assert!(readiness.is_ready());
+        for (bound, reason, sees) in [
+            (
+                HorizonBound::WindowOnly(Blind::MissingPrivilege),
+                "missing_privilege",
+                0,
+            ),
+            (
+                HorizonBound::WindowOnly(Blind::HiddenSessions),
+                "hidden_sessions",
+                0,
+            ),
+            (
+                HorizonBound::IncompleteTransactionList(ListingProblem::Truncated),
+                "truncated_listing",
+                1,
+            ),
+            (
+                HorizonBound::IncompleteTransactionList(ListingProblem::Unreadable),
+                "unreadable_listing",
+                1,
+            ),
+        ] {
+            watch.note(bound, now);
+            assert!(!readiness.is_ready(), "{bound:?}");
+            let check = &readiness.snapshot()[HorizonWatch::READY_CHECK];
+            assert!(check.detail.starts_with(reason), "{}", check.detail);
+            assert_eq!(metrics.horizon_sees_transactions.get(), sees, "{bound:?}");
+            for other in crate::metrics::HORIZON_DEGRADED_REASONS {
+                assert_eq!(
+                    metrics.horizon_degraded.with_label_values(&[other]).get(),
+                    i64::from(other == reason),
+                    "{bound:?}: {other}"
+                );
+            }
+            watch.note(HorizonBound::OpenTransaction, now);
+            assert!(readiness.is_ready(), "sound again after {bound:?}");
+            assert!(no_degradation(&metrics));
+        }
+    }
+
+    fn no_degradation(metrics: &ProducerMetrics) -> bool {
+        crate::metrics::HORIZON_DEGRADED_REASONS
+            .iter()
+            .all(|r| metrics.horizon_degraded.with_label_values(&[r]).get() == 0)
+    }
+
+    #[test]
+    fn a_lasting_degradation_is_warned_about_again_at_most_every_interval() {
+        let (mut watch, ..) = horizon_watch();
+        let start = std::time::Instant::now();
+        let bound = HorizonBound::WindowOnly(Blind::MissingPrivilege);
+        let mut warnings = Vec::new();
+        // A read every 50 ms for 5 minutes.
+        for i in 0..6000u32 {
+            let now = start + Duration::from_millis(50) * i;
+            watch.note(bound, now);
+            let d = watch.degraded.as_ref().unwrap();
+            if d.warned_at == now {
+                warnings.push(now.duration_since(start));
+            }
+        }
+        assert_eq!(
+            warnings,
+            (0..5)
+                .map(|m| HORIZON_WARNING_INTERVAL * m)
+                .collect::<Vec<_>>(),
+            "at the start, then once a minute"
+        );
+        // Another reason is reported at once.
+        let later = start + Duration::from_secs(301);
+        watch.note(
+            HorizonBound::IncompleteTransactionList(ListingProblem::Unreadable),
+            later,
+        );
+        assert_eq!(watch.degraded.as_ref().unwrap().warned_at, later);
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

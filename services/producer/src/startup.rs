@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, SourceKind};
 use crate::csv_source::{values, CsvCapture, CsvError, CsvRun};
 use crate::metrics::ProducerMetrics;
-use crate::pipeline::{backoff, describe_position, Pipeline, PipelineError};
+use crate::pipeline::{backoff, describe_position, HorizonWatch, Pipeline, PipelineError};
 use crate::readback::end_offsets;
 use crate::sink::{producer_client_config, KafkaSink};
 use crate::source::mysql::MySqlSource;
@@ -109,6 +109,7 @@ impl Application {
         let source_description = match &capture {
             Capture::Table { .. } => {
                 readiness.set("database", false, "not checked yet");
+                readiness.set(HorizonWatch::READY_CHECK, false, "no read yet");
                 config.database_url_for_logs()
             }
             Capture::Csv(csv) => {
@@ -166,6 +167,7 @@ impl Application {
                 pool,
                 config.table.clone(),
                 config.capture_delay,
+                config.writer_time_zone,
             ))
         } else {
             let pool = crate::source::mysql::connect_lazy(url).map_err(StartupError::Database)?;
@@ -173,6 +175,7 @@ impl Application {
                 pool,
                 config.table.clone(),
                 config.capture_delay,
+                config.writer_time_zone,
             ))
         };
         Ok(Capture::Table { source, watermark })

@@ -1,7 +1,7 @@
 //! Where changes come from. A [`Source`] reads the rows changed after a [`Position`], in
 //! `(last_updated, id)` order, up to a read horizon below which no uncommitted change can still
-//! appear. Two implementations: MySQL/MariaDB ([`mysql::MySqlSource`], horizon from
-//! `INNODB_TRX`) and PostgreSQL ([`postgres::PgSource`], horizon from
+//! appear. Two implementations: MySQL/MariaDB ([`mysql::MySqlSource`], horizon from InnoDB's
+//! transaction list and the process list) and PostgreSQL ([`postgres::PgSource`], horizon from
 //! `pg_stat_activity.xact_start`). Both read the table [`TableSpec`] names.
 
 pub mod changes;
@@ -131,6 +131,147 @@ fn missing_columns(spec: &TableSpec, exists: impl Fn(&str) -> bool) -> Result<()
     }
 }
 
+/// What a source knows about its timestamp column, for [`timestamp_offset`].
+#[derive(Debug, Clone)]
+pub(crate) struct TimestampColumn {
+    /// Its type as the database shows it (`timestamp(6)`, `timestamp without time zone`).
+    pub shown_type: String,
+    /// Digits after the second.
+    pub precision: u32,
+    pub time: ColumnTime,
+    /// The statement that gives it microseconds.
+    pub to_microseconds: String,
+}
+
+/// What a timestamp column's values mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ColumnTime {
+    /// Instants (MySQL `TIMESTAMP`, PostgreSQL `timestamptz`), whatever each writer's zone.
+    Instants,
+    /// The wall-clock time of each writer's session time zone (MySQL `DATETIME`, PostgreSQL
+    /// `timestamp`).
+    WallClock {
+        /// The time zone a writer's session gets unless it sets one (`None`: the producer cannot
+        /// tell, with the reason), and whether that is UTC.
+        default_zone: Result<(String, bool), String>,
+        /// The statement that makes it a column of instants, for the message.
+        to_instants: String,
+    },
+}
+
+/// Zone names that mean UTC (MySQL `time_zone`/`system_time_zone`, PostgreSQL `TimeZone`).
+pub(crate) fn is_utc_zone(zone: &str) -> bool {
+    [
+        "UTC",
+        "+00:00",
+        "-00:00",
+        "Etc/UTC",
+        "GMT",
+        "Etc/GMT",
+        "UCT",
+        "Etc/UCT",
+        "Universal",
+        "Etc/Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "GMT0",
+        "Etc/GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "Greenwich",
+        "Etc/Greenwich",
+        "Z",
+    ]
+    .iter()
+    .any(|utc| utc.eq_ignore_ascii_case(zone.trim()))
+}
+
+/// Checks that the timestamp column can key exact capture, and returns the offset of the
+/// wall-clock time it holds (`None`: its values are UTC). Refused:
+///
+/// * a precision coarser than `capture_delay`: a row is stamped up to one unit of the column's
+///   precision before its statement began, and the read horizon allows for no more than the
+///   delay. Then a row changed twice within one unit can keep the `(last_updated, id)` capture
+///   has already passed, and its last change is never read. Microseconds (6) are exact with any
+///   delay; milliseconds (3) need a delay of at least 1 ms; whole seconds at least 1000 ms.
+/// * wall-clock time (no time zone) unless `writer_time_zone` states the writers' offset, or the
+///   server's default time zone is UTC (writers that do not change their session's zone write
+///   UTC);
+/// * `writer_time_zone` with a column of instants (it would mean nothing).
+pub(crate) fn timestamp_offset(
+    spec: &TableSpec,
+    column: &TimestampColumn,
+    capture_delay: Duration,
+    writer_time_zone: Option<chrono::FixedOffset>,
+) -> Result<Option<chrono::FixedOffset>, SourceError> {
+    let name = format!(
+        "column {spec}.{} (SOURCE_TIMESTAMP_COLUMN)",
+        spec.timestamp_column
+    );
+    let unit_micros = 10u64.pow(6u32.saturating_sub(column.precision));
+    if column.precision < 6 && u128::from(unit_micros) > capture_delay.as_micros() {
+        let unit = match column.precision {
+            0 => "whole seconds".to_owned(),
+            p => format!("{p} digit(s) after the second"),
+        };
+        return Err(SourceError::Table(format!(
+            "{name} is {} and keeps {unit}: a row changed twice within {} gets the same \
+             (last_updated, id) both times, and capture, having read the first change, never \
+             reads the last one. Give it microseconds: {}; or set CAPTURE_DELAY_MS to at least \
+             {} (one unit of its precision; every change then waits that long)",
+            column.shown_type,
+            if column.precision == 0 {
+                "one second".to_owned()
+            } else {
+                format!("{} µs", unit_micros)
+            },
+            column.to_microseconds,
+            unit_micros.div_ceil(1000),
+        )));
+    }
+    match (&column.time, writer_time_zone) {
+        (ColumnTime::Instants, None) => Ok(None),
+        (ColumnTime::Instants, Some(_)) => Err(SourceError::Table(format!(
+            "SOURCE_TIMESTAMP_TIME_ZONE is set, but {name} is {}, which stores instants: unset \
+             SOURCE_TIMESTAMP_TIME_ZONE",
+            column.shown_type
+        ))),
+        (ColumnTime::WallClock { .. }, Some(offset)) => {
+            Ok((offset.local_minus_utc() != 0).then_some(offset))
+        }
+        (
+            ColumnTime::WallClock {
+                default_zone: Ok((_, true)),
+                ..
+            },
+            None,
+        ) => Ok(None),
+        (
+            ColumnTime::WallClock {
+                default_zone,
+                to_instants,
+            },
+            None,
+        ) => {
+            let why = match default_zone {
+                Ok((zone, _)) => format!("the server's default time zone is {zone}, not UTC"),
+                Err(reason) => {
+                    format!("the producer cannot tell the server's default time zone ({reason})")
+                }
+            };
+            Err(SourceError::Table(format!(
+                "{name} is {}: it holds the wall-clock time of each writer's session time zone, \
+                 and {why}, so capture cannot tell when a change happened. Store instants: {}; \
+                 or, if every writer writes in one zone without daylight saving time, set \
+                 SOURCE_TIMESTAMP_TIME_ZONE to its offset (UTC, +05:30, ...)",
+                column.shown_type, to_instants
+            )))
+        }
+    }
+}
+
 /// One changed row as the source stores it, before validation. Values the Avro schema cannot
 /// carry (a NULL name, a NaN price) are still represented, so they can be reported.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,13 +295,33 @@ impl SourceRow {
 pub enum HorizonBound {
     /// `now - CAPTURE_DELAY_MS`: no transaction was open.
     Window,
-    /// The start of the oldest open transaction (minus the delay).
+    /// The start of the oldest open transaction or running statement (minus the delay).
     OpenTransaction,
-    /// The window alone, because open transactions cannot be seen (missing privilege).
-    WindowOnly,
-    /// The last safe horizon again: the list of open transactions could not be trusted (the
-    /// server truncated it).
-    IncompleteTransactionList,
+    /// The window alone, because open transactions cannot be seen: a row whose transaction
+    /// stays open longer than `CAPTURE_DELAY_MS` can be missed.
+    WindowOnly(Blind),
+    /// The last safe horizon again: the list of open transactions could not be used, so
+    /// capture holds where it was.
+    IncompleteTransactionList(ListingProblem),
+}
+
+/// Why open transactions cannot be seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blind {
+    /// MySQL/MariaDB: the user lacks the `PROCESS` privilege.
+    MissingPrivilege,
+    /// PostgreSQL: other roles' sessions hide when their transactions started (no
+    /// `pg_read_all_stats`).
+    HiddenSessions,
+}
+
+/// Why a transaction list could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingProblem {
+    /// The server cut it (over 1 MiB).
+    Truncated,
+    /// It is not in the expected shape.
+    Unreadable,
 }
 
 /// Consecutive rows of a read, in `(last_updated, id)` order.

@@ -2,19 +2,23 @@
 //! must be an integer column (text ids are supported with PostgreSQL only).
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::Row;
 
 use super::changes::{BatchSender, ChangeReader};
-use super::open_transactions::{parse_innodb_status, Listing, ListingError, TransactionBounds};
-use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
+use super::open_transactions::{
+    parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement,
+};
+use super::{
+    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, ListingProblem,
+    Source, SourceError, SourceRow, TableSpec, TimestampColumn,
+};
 use crate::position::{read_horizon, Position, RowKey};
 
 /// MySQL error 1227 (`ER_SPECIFIC_ACCESS_DENIED_ERROR`): e.g. `SHOW ENGINE INNODB STATUS` without
@@ -23,11 +27,39 @@ const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
 
-/// The database clock and the reader's own connection, read just before each listing.
-const CLOCK_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id";
+/// The database clock, the reader's own connection and the statements running on the other
+/// connections, read just before each listing (one row at least: the clock's). MariaDB reports a
+/// statement's running time in `TIME_MS` (milliseconds with microsecond precision, not changed
+/// by `SET TIMESTAMP`); `QUERY_ID` is not used, because a stored procedure's statements get new
+/// ids while their command's time runs on.
+const ROUND_SQL_MARIADB: &str = "\
+    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+           CAST(p.ID AS SIGNED) AS connection_id, \
+           CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
+      FROM (SELECT 1) AS clock \
+      LEFT JOIN information_schema.PROCESSLIST AS p \
+        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
+
+/// The same for MySQL, whose process list has whole seconds only (`TIME`).
+const ROUND_SQL_MYSQL: &str = "\
+    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+           CAST(p.ID AS SIGNED) AS connection_id, \
+           CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
+      FROM (SELECT 1) AS clock \
+      LEFT JOIN information_schema.PROCESSLIST AS p \
+        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
 
 /// InnoDB's live transaction list is part of this output (see [`super::open_transactions`]).
 const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
+
+/// The server's kind and the time zone a session gets unless it sets one.
+const SERVER_SQL: &str = "\
+    SELECT CAST(VERSION() AS CHAR) AS version, CAST(@@global.time_zone AS CHAR) AS time_zone, \
+           CAST(@@system_time_zone AS CHAR) AS system_time_zone";
+
+/// How long capture uses the window alone after listing was refused before it asks again (a
+/// `GRANT PROCESS` takes effect without a restart).
+const LISTING_RETRY: Duration = Duration::from_secs(60);
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
 
@@ -47,12 +79,53 @@ struct Queries {
     after_timestamp: String,
     /// Everything below the horizon.
     from_start: String,
+    /// The offset of the wall-clock time a timestamp column without time zone holds (`None`:
+    /// UTC or instants).
+    offset: Option<FixedOffset>,
+    server: Server,
+}
+
+/// MySQL and MariaDB report running statements differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    MariaDb,
+    MySql,
+}
+
+impl Server {
+    fn of_version(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Self::MariaDb
+        } else {
+            Self::MySql
+        }
+    }
+
+    fn round_sql(self) -> &'static str {
+        match self {
+            Self::MariaDb => ROUND_SQL_MARIADB,
+            Self::MySql => ROUND_SQL_MYSQL,
+        }
+    }
+
+    /// The unit of the statements' running times.
+    fn resolution(self) -> Duration {
+        match self {
+            Self::MariaDb => Duration::from_millis(1),
+            Self::MySql => Duration::from_secs(1),
+        }
+    }
 }
 
 impl Queries {
     /// `index`: the index that serves the `(ts, id)` order (see [`keyset_index`]), which the
     /// queries force.
-    fn new(spec: &TableSpec, index: Option<&str>) -> Self {
+    fn new(
+        spec: &TableSpec,
+        index: Option<&str>,
+        offset: Option<FixedOffset>,
+        server: Server,
+    ) -> Self {
         let q = |name: &str| format!("`{}`", name.replace('`', "``"));
         let table = match &spec.schema {
             Some(schema) => format!("{}.{}", q(schema), q(&spec.table)),
@@ -78,6 +151,8 @@ impl Queries {
             ),
             after_timestamp: format!("{select} WHERE {ts} > ? AND {ts} < ? {order}"),
             from_start: format!("{select} WHERE {ts} < ? {order}"),
+            offset,
+            server,
         }
     }
 }
@@ -86,7 +161,8 @@ impl Queries {
 /// when the spec names no schema.
 const COLUMNS_SQL: &str = "\
     SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(DATA_TYPE AS CHAR) AS data_type, \
-           CAST(COLUMN_TYPE AS CHAR) AS column_type \
+           CAST(COLUMN_TYPE AS CHAR) AS column_type, \
+           CAST(DATETIME_PRECISION AS SIGNED) AS datetime_precision \
       FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?";
 
@@ -134,20 +210,21 @@ fn keyset_index(spec: &TableSpec, indexes: &[(String, String)]) -> Option<String
         .map(|(name, _)| (*name).to_owned())
 }
 
+/// A column as `information_schema.COLUMNS` describes it: name, `DATA_TYPE`, `COLUMN_TYPE`,
+/// `DATETIME_PRECISION`.
+type Column = (String, String, String, Option<i64>);
+
 /// Checks the table's columns (the names are compared exactly).
-fn check_columns(
-    spec: &TableSpec,
-    columns: &[(String, String, String)],
-) -> Result<(), SourceError> {
+fn check_columns(spec: &TableSpec, columns: &[Column]) -> Result<(), SourceError> {
     if columns.is_empty() {
         return Err(SourceError::Table(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
              cannot see it"
         )));
     }
-    let find = |name: &str| columns.iter().find(|(n, _, _)| n == name);
+    let find = |name: &str| columns.iter().find(|(n, ..)| n == name);
     super::missing_columns(spec, |name| find(name).is_some())?;
-    let (_, id_type, id_column_type) = find(&spec.id_column).expect("checked above");
+    let (_, id_type, id_column_type, _) = find(&spec.id_column).expect("checked above");
     let id_type = id_type.to_ascii_lowercase();
     // Read as a signed 64-bit integer: unsigned columns do not decode into it.
     let unsigned = id_column_type.to_ascii_lowercase().contains("unsigned");
@@ -168,14 +245,14 @@ fn check_columns(
             spec, spec.id_column
         )));
     }
-    let (_, price_type, price_column_type) = find("price").expect("checked above");
+    let (_, price_type, price_column_type, _) = find("price").expect("checked above");
     if !price_type.eq_ignore_ascii_case("decimal") {
         return Err(SourceError::Table(format!(
             "column {spec}.price is {price_column_type}: MySQL/MariaDB capture needs a DECIMAL \
              (NUMERIC) price column"
         )));
     }
-    let (_, ts_type, ts_column_type) = find(&spec.timestamp_column).expect("checked above");
+    let (_, ts_type, ts_column_type, _) = find(&spec.timestamp_column).expect("checked above");
     if !["timestamp", "datetime"].contains(&ts_type.to_ascii_lowercase().as_str()) {
         return Err(SourceError::Table(format!(
             "column {}.{} (SOURCE_TIMESTAMP_COLUMN) is {ts_column_type}, not a TIMESTAMP or \
@@ -184,6 +261,68 @@ fn check_columns(
         )));
     }
     Ok(())
+}
+
+/// The server's time zone settings: `@@global.time_zone` and `@@system_time_zone`.
+struct ServerZone {
+    time_zone: String,
+    system_time_zone: String,
+}
+
+impl ServerZone {
+    /// The zone a session gets unless it sets one, and whether it is UTC.
+    fn default_zone(&self) -> (String, bool) {
+        if self.time_zone.eq_ignore_ascii_case("SYSTEM") {
+            (
+                format!("SYSTEM ({})", self.system_time_zone),
+                is_utc_zone(&self.system_time_zone),
+            )
+        } else {
+            (self.time_zone.clone(), is_utc_zone(&self.time_zone))
+        }
+    }
+}
+
+/// What [`timestamp_offset`] needs to know of the (checked) timestamp column.
+fn timestamp_column(spec: &TableSpec, columns: &[Column], zone: &ServerZone) -> TimestampColumn {
+    let (_, ts_type, ts_column_type, precision) = columns
+        .iter()
+        .find(|(n, ..)| *n == spec.timestamp_column)
+        .expect("checked by check_columns");
+    let q = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let table = match &spec.schema {
+        Some(schema) => format!("{}.{}", q(schema), q(&spec.table)),
+        None => q(&spec.table),
+    };
+    let ts = q(&spec.timestamp_column);
+    let datetime = ts_type.eq_ignore_ascii_case("datetime");
+    let (kind, default) = if datetime {
+        ("DATETIME", "")
+    } else {
+        (
+            "TIMESTAMP",
+            " NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)",
+        )
+    };
+    TimestampColumn {
+        shown_type: ts_column_type.clone(),
+        precision: precision.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        time: if datetime {
+            ColumnTime::WallClock {
+                default_zone: Ok(zone.default_zone()),
+                to_instants: format!(
+                    "ALTER TABLE {table} MODIFY {ts} TIMESTAMP(6) (after converting its values \
+                     to the session time zone the writers use)"
+                ),
+            }
+        } else {
+            ColumnTime::Instants
+        },
+        to_microseconds: format!(
+            "ALTER TABLE {table} MODIFY {ts} {kind}(6){default} (keeping the column's own NULL \
+             and DEFAULT clauses)"
+        ),
+    }
 }
 
 /// A captured row, read by column position (the queries select `id, name, category, price,
@@ -211,9 +350,11 @@ impl<'r> sqlx::FromRow<'r, MySqlRow> for ProductRow {
 /// What the horizon needs between reads.
 #[derive(Default)]
 struct HorizonState {
-    bounds: TransactionBounds,
+    bounds: HorizonBounds,
     /// The last horizon computed from a complete listing; it stays safe forever.
     last: Option<NaiveDateTime>,
+    /// Set while listing is refused (no `PROCESS` privilege): when to ask again.
+    blind_until: Option<Instant>,
 }
 
 /// Connection pool options: every connection's session runs in UTC, so `TIMESTAMP` values and
@@ -247,19 +388,24 @@ pub struct MySqlSource {
     /// Set by the first successful [`Source::inspect`].
     queries: Arc<tokio::sync::OnceCell<Queries>>,
     delay: Duration,
-    /// False once listing InnoDB's transactions was refused: the horizon is then the window alone.
-    transactions_visible: Arc<AtomicBool>,
+    /// `SOURCE_TIMESTAMP_TIME_ZONE`.
+    writer_time_zone: Option<FixedOffset>,
     horizon_state: Arc<Mutex<HorizonState>>,
 }
 
 impl MySqlSource {
-    pub fn new(pool: MySqlPool, spec: TableSpec, capture_delay: Duration) -> Self {
+    pub fn new(
+        pool: MySqlPool,
+        spec: TableSpec,
+        capture_delay: Duration,
+        writer_time_zone: Option<FixedOffset>,
+    ) -> Self {
         Self {
             pool,
             spec: Arc::new(spec),
             queries: Arc::default(),
             delay: capture_delay,
-            transactions_visible: Arc::new(AtomicBool::new(true)),
+            writer_time_zone,
             horizon_state: Arc::default(),
         }
     }
@@ -268,25 +414,36 @@ impl MySqlSource {
         &self.pool
     }
 
-    /// Whether open transactions bound the read horizon (false after a privilege error).
-    pub fn sees_open_transactions(&self) -> bool {
-        self.transactions_visible.load(Ordering::Relaxed)
-    }
-
-    async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
-        if self.transactions_visible.load(Ordering::Relaxed) {
-            match self.listing().await {
+    async fn horizon(&self, server: Server) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
+        let blind = {
+            let state = self.horizon_state.lock().expect("horizon state lock");
+            state
+                .blind_until
+                .is_some_and(|until| Instant::now() < until)
+        };
+        if !blind {
+            match self.listing(server).await {
                 Ok(listing) => {
                     let mut state = self.horizon_state.lock().expect("horizon state lock");
+                    if state.blind_until.take().is_some() {
+                        tracing::info!("listing InnoDB's open transactions works again");
+                    }
                     let listing = match listing {
                         Ok(listing) => listing,
                         Err(e) => {
                             // Transactions may be missing: keep the last safe horizon (or read
-                            // nothing yet), so capture slows down but never skips a row.
+                            // nothing yet), so capture stops moving but never skips a row. The
+                            // capture loop makes this visible.
                             tracing::debug!(error = %e, "cannot use the open-transaction list");
+                            let problem = match e {
+                                ListingError::Truncated => ListingProblem::Truncated,
+                                ListingError::NoTransactionList | ListingError::Incomplete => {
+                                    ListingProblem::Unreadable
+                                }
+                            };
                             return Ok((
                                 state.last.unwrap_or(NaiveDateTime::MIN),
-                                HorizonBound::IncompleteTransactionList,
+                                HorizonBound::IncompleteTransactionList(problem),
                             ));
                         }
                     };
@@ -304,14 +461,15 @@ impl MySqlSource {
                     return Ok((horizon, bound));
                 }
                 Err(SourceError::Database(e)) if is_privilege_error(&e) => {
-                    self.transactions_visible.store(false, Ordering::Relaxed);
-                    tracing::warn!(
-                        error = %e,
-                        delay_ms = self.delay.as_millis(),
-                        "cannot list InnoDB's open transactions (grant the PROCESS privilege to the \
-                         producer's database user and restart); falling back to CAPTURE_DELAY_MS alone: \
-                         a row whose transaction stays open longer than that can be missed"
-                    );
+                    let mut state = self.horizon_state.lock().expect("horizon state lock");
+                    if state.blind_until.is_none() {
+                        tracing::warn!(
+                            error = %e,
+                            "SHOW ENGINE INNODB STATUS refused: the producer's database user \
+                             lacks the PROCESS privilege"
+                        );
+                    }
+                    state.blind_until = Some(Instant::now() + LISTING_RETRY);
                 }
                 Err(e) => return Err(e),
             }
@@ -319,31 +477,78 @@ impl MySqlSource {
         let (db_now,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&self.pool).await?;
         Ok((
             read_horizon(db_now, None, self.delay),
-            HorizonBound::WindowOnly,
+            HorizonBound::WindowOnly(Blind::MissingPrivilege),
         ))
     }
 
-    /// The open transactions of the server (other than this connection's), listed after the
-    /// returned clock reading; the inner error says why a listing cannot be trusted.
-    async fn listing(&self) -> Result<Result<Listing, ListingError>, SourceError> {
+    /// The open transactions and running statements of the server (other than this
+    /// connection's), listed after the returned clock reading; the inner error says why a
+    /// listing cannot be trusted.
+    async fn listing(&self, server: Server) -> Result<Result<Listing, ListingError>, SourceError> {
         let mut conn = self.pool.acquire().await?;
-        let (listed_after, own_connection): (NaiveDateTime, u64) =
-            sqlx::query_as(CLOCK_SQL).fetch_one(&mut *conn).await?;
+        let started = Instant::now();
+        let rows: Vec<(NaiveDateTime, u64, Option<i64>, Option<i64>)> =
+            sqlx::query_as(server.round_sql())
+                .fetch_all(&mut *conn)
+                .await?;
         let row = sqlx::query(LISTING_SQL).fetch_one(&mut *conn).await?;
+        let took = started.elapsed();
+        let Some(&(listed_after, own_connection, _, _)) = rows.first() else {
+            return Err(SourceError::Database(sqlx::Error::RowNotFound));
+        };
+        let statements = rows
+            .iter()
+            .filter_map(|&(_, _, connection, micros)| {
+                Some(RunningStatement {
+                    connection: u64::try_from(connection?).ok()?,
+                    running_for: Duration::from_micros(u64::try_from(micros?).unwrap_or(0)),
+                    resolution: server.resolution(),
+                })
+            })
+            .collect();
         // Columns `Type`, `Name`, `Status` (by position: prepared, the names may be missing).
-        let status: String = row.try_get(2)?;
-        Ok(parse_innodb_status(&status, own_connection).map(|open| Listing { listed_after, open }))
+        // As bytes: statement text is printed as its client sent it, not always UTF-8.
+        let status: &[u8] = row.try_get_unchecked(2)?;
+        let listed_before =
+            listed_after + chrono::Duration::from_std(took).unwrap_or(chrono::Duration::MAX / 2);
+        Ok(
+            parse_innodb_status(status, own_connection).map(|transactions| Listing {
+                listed_after,
+                listed_before,
+                statements,
+                transactions,
+            }),
+        )
     }
 
     async fn queries(&self) -> Result<&Queries, SourceError> {
         self.queries
             .get_or_try_init(|| async {
-                let columns: Vec<(String, String, String)> = sqlx::query_as(COLUMNS_SQL)
+                let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL)
                     .bind(self.spec.schema.as_deref())
                     .bind(&self.spec.table)
                     .fetch_all(&self.pool)
                     .await?;
                 check_columns(&self.spec, &columns)?;
+                let (version, time_zone, system_time_zone): (String, String, String) =
+                    sqlx::query_as(SERVER_SQL).fetch_one(&self.pool).await?;
+                let zone = ServerZone {
+                    time_zone,
+                    system_time_zone,
+                };
+                let column = timestamp_column(&self.spec, &columns, &zone);
+                let offset =
+                    timestamp_offset(&self.spec, &column, self.delay, self.writer_time_zone)?;
+                if let ColumnTime::WallClock { .. } = column.time {
+                    tracing::info!(
+                        column = %self.spec.timestamp_column,
+                        column_type = %column.shown_type,
+                        writers_offset = %offset.map_or("+00:00".to_owned(), |o| o.to_string()),
+                        server_time_zone = %zone.default_zone().0,
+                        "the timestamp column holds wall-clock time: read as written at this \
+                         offset from UTC (writers must not change their session's time zone)"
+                    );
+                }
                 let indexes: Vec<(String, String)> = sqlx::query_as(INDEXES_SQL)
                     .bind(self.spec.schema.as_deref())
                     .bind(&self.spec.table)
@@ -361,7 +566,12 @@ impl MySqlSource {
                         table = self.spec,
                     );
                 }
-                Ok(Queries::new(&self.spec, index.as_deref()))
+                Ok(Queries::new(
+                    &self.spec,
+                    index.as_deref(),
+                    offset,
+                    Server::of_version(&version),
+                ))
             })
             .await
     }
@@ -383,19 +593,31 @@ impl MySqlSource {
         let queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
-        let (horizon, bound) = self.horizon().await?;
-        let horizon_utc = horizon.and_utc();
+        let (horizon, bound) = self.horizon(queries.server).await?;
+        // The values the column holds are UTC, or wall-clock time at `offset`.
+        let shift = queries
+            .offset
+            .map(|o| chrono::Duration::seconds(i64::from(o.local_minus_utc())));
+        let to_column = |t: NaiveDateTime| shift.map_or(t, |d| t + d).and_utc();
+        let horizon_utc = to_column(horizon);
         let batch_size = batch_size.max(1);
         let query_rows = batch_size.saturating_mul(BATCHES_PER_QUERY);
         // One connection for the read's queries: a query run on the pool itself passes every
         // row through one more stream (the pool's, around the connection's).
         let mut conn = self.pool.acquire().await?;
-        let batch = |rows, caught_up, started: std::time::Instant| Batch {
-            rows,
-            horizon,
-            bound,
-            caught_up,
-            read_time: started.elapsed(),
+        let batch = |mut rows: Vec<SourceRow>, caught_up, started: std::time::Instant| {
+            if let Some(shift) = shift {
+                for row in &mut rows {
+                    row.last_updated -= shift;
+                }
+            }
+            Batch {
+                rows,
+                horizon,
+                bound,
+                caught_up,
+                read_time: started.elapsed(),
+            }
         };
         loop {
             let query = match after {
@@ -404,7 +626,7 @@ impl MySqlSource {
                     last_updated,
                     id: None,
                 }) => sqlx::query_as(&queries.after_timestamp)
-                    .bind(last_updated.and_utc())
+                    .bind(to_column(last_updated))
                     .bind(horizon_utc),
                 Some(Position {
                     last_updated,
@@ -416,7 +638,7 @@ impl MySqlSource {
                             kind: IdKind::Int,
                         });
                     };
-                    let from = last_updated.and_utc();
+                    let from = to_column(last_updated);
                     sqlx::query_as(&queries.after)
                         .bind(from)
                         .bind(horizon_utc)
@@ -499,13 +721,20 @@ impl Source for MySqlSource {
 mod tests {
     use super::*;
 
-    fn columns(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    fn columns(list: &[(&str, &str, &str)]) -> Vec<Column> {
         list.iter()
-            .map(|(n, t, c)| (n.to_string(), t.to_string(), c.to_string()))
+            .map(|(n, t, c)| {
+                let precision = ["timestamp", "datetime"].contains(t).then(|| {
+                    c.split_once('(')
+                        .and_then(|(_, p)| p.trim_end_matches(')').parse().ok())
+                        .unwrap_or(0)
+                });
+                (n.to_string(), t.to_string(), c.to_string(), precision)
+            })
             .collect()
     }
 
-    fn product() -> Vec<(String, String, String)> {
+    fn product() -> Vec<Column> {
         columns(&[
             ("id", "int", "int(11)"),
             ("name", "varchar", "varchar(255)"),
@@ -515,6 +744,141 @@ mod tests {
         ])
     }
 
+    fn zone(time_zone: &str, system_time_zone: &str) -> ServerZone {
+        ServerZone {
+            time_zone: time_zone.into(),
+            system_time_zone: system_time_zone.into(),
+        }
+    }
+
+    /// The offset [`timestamp_offset`] decides for `product` with this timestamp column.
+    fn offset_for(
+        ts: (&str, &str),
+        zone: &ServerZone,
+        delay_ms: u64,
+        writers: Option<FixedOffset>,
+    ) -> Result<Option<FixedOffset>, String> {
+        let spec = TableSpec::default();
+        let mut cols = product();
+        cols[4] = columns(&[("last_updated", ts.0, ts.1)]).remove(0);
+        check_columns(&spec, &cols).unwrap();
+        let column = timestamp_column(&spec, &cols, zone);
+        timestamp_offset(&spec, &column, Duration::from_millis(delay_ms), writers)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn our_migration_and_exact_timestamp_columns_pass() {
+        let utc = zone("SYSTEM", "UTC");
+        let berlin = zone("SYSTEM", "CET");
+        // schemas/migrations/mysql: TIMESTAMP(6), in any server time zone.
+        assert_eq!(
+            offset_for(("timestamp", "timestamp(6)"), &berlin, 50, None),
+            Ok(None)
+        );
+        assert_eq!(
+            offset_for(("timestamp", "timestamp(6)"), &utc, 0, None),
+            Ok(None)
+        );
+        // Milliseconds are exact when the delay covers one of them.
+        assert_eq!(
+            offset_for(("timestamp", "timestamp(3)"), &utc, 50, None),
+            Ok(None)
+        );
+        assert_eq!(
+            offset_for(("datetime", "datetime(6)"), &utc, 50, None),
+            Ok(None)
+        );
+        assert_eq!(
+            offset_for(
+                ("datetime", "datetime(6)"),
+                &zone("+00:00", "CET"),
+                50,
+                None
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_timestamp_column_too_coarse_for_the_delay_is_refused_naming_it_and_the_fix() {
+        let utc = zone("SYSTEM", "UTC");
+        for (ts, delay_ms, needed) in [
+            (("timestamp", "timestamp"), 50, "1000"),
+            (("datetime", "datetime"), 999, "1000"),
+            (("timestamp", "timestamp(1)"), 50, "100"),
+            (("timestamp", "timestamp(3)"), 0, "1"),
+        ] {
+            let err = offset_for(ts, &utc, delay_ms, None).unwrap_err();
+            assert!(
+                err.contains("column product.last_updated (SOURCE_TIMESTAMP_COLUMN)")
+                    && err.contains(&format!("is {}", ts.1))
+                    && err.contains("MODIFY `last_updated`")
+                    && err.contains(&format!("(6)"))
+                    && err.contains(&format!("CAPTURE_DELAY_MS to at least {needed}")),
+                "{ts:?}, {delay_ms} ms: {err}"
+            );
+        }
+        // Whole seconds with a delay of a second or more are exact (at that latency).
+        assert_eq!(
+            offset_for(("timestamp", "timestamp"), &utc, 1000, None),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn datetime_is_refused_unless_the_server_zone_is_utc_or_the_writers_offset_is_stated() {
+        let err = offset_for(
+            ("datetime", "datetime(6)"),
+            &zone("SYSTEM", "CET"),
+            50,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("is datetime(6)")
+                && err.contains("SYSTEM (CET), not UTC")
+                && err.contains("SOURCE_TIMESTAMP_TIME_ZONE")
+                && err.contains("TIMESTAMP(6)"),
+            "{err}"
+        );
+        let err = offset_for(
+            ("datetime", "datetime(6)"),
+            &zone("+02:00", "UTC"),
+            50,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("+02:00, not UTC"), "{err}");
+        let ist = FixedOffset::east_opt(5 * 3600 + 1800);
+        assert_eq!(
+            offset_for(("datetime", "datetime(6)"), &zone("SYSTEM", "CET"), 50, ist),
+            Ok(ist)
+        );
+        assert_eq!(
+            offset_for(
+                ("datetime", "datetime(6)"),
+                &zone("SYSTEM", "CET"),
+                50,
+                FixedOffset::east_opt(0)
+            ),
+            Ok(None),
+            "stated UTC"
+        );
+        // The setting means nothing for a column of instants: refused rather than ignored.
+        let err = offset_for(
+            ("timestamp", "timestamp(6)"),
+            &zone("SYSTEM", "UTC"),
+            50,
+            ist,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("SOURCE_TIMESTAMP_TIME_ZONE is set") && err.contains("timestamp(6)"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_configured_names_are_quoted_into_the_queries() {
         let spec = TableSpec::new("shop.items", "item_id", "changed_at").unwrap();
@@ -522,7 +886,7 @@ mod tests {
         cols[0].0 = "item_id".into();
         cols[4].0 = "changed_at".into();
         check_columns(&spec, &cols).unwrap();
-        let q = Queries::new(&spec, Some("by`change"));
+        let q = Queries::new(&spec, Some("by`change"), None, Server::MariaDb);
         assert!(
             q.after
                 .contains("FROM `shop`.`items` FORCE INDEX (`by``change`) WHERE")
@@ -533,7 +897,7 @@ mod tests {
             q.after
         );
         check_columns(&TableSpec::default(), &product()).unwrap();
-        let default = Queries::new(&TableSpec::default(), None);
+        let default = Queries::new(&TableSpec::default(), None, None, Server::MySql);
         assert!(
             default.from_start.contains("`id` AS id")
                 && default.from_start.contains("FROM `product` WHERE"),
@@ -607,7 +971,7 @@ mod tests {
         assert!(err.contains("no column id (SOURCE_ID_COLUMN)"), "{err}");
         for (data_type, column_type) in [("varchar", "varchar(50)"), ("int", "int(10) unsigned")] {
             let mut cols = product();
-            cols[0] = ("id".into(), data_type.into(), column_type.into());
+            cols[0] = ("id".into(), data_type.into(), column_type.into(), None);
             let err = check_columns(&spec, &cols).err().unwrap().to_string();
             assert!(
                 err.contains("SOURCE_ID_COLUMN") && err.contains(column_type),
@@ -615,14 +979,19 @@ mod tests {
             );
         }
         let mut cols = product();
-        cols[3] = ("price".into(), "double".into(), "double".into());
+        cols[3] = ("price".into(), "double".into(), "double".into(), None);
         let err = check_columns(&spec, &cols).err().unwrap().to_string();
         assert!(
             err.contains("product.price is double") && err.contains("DECIMAL"),
             "{err}"
         );
         let mut cols = product();
-        cols[3] = ("price".into(), "DECIMAL".into(), "decimal(12,4)".into());
+        cols[3] = (
+            "price".into(),
+            "DECIMAL".into(),
+            "decimal(12,4)".into(),
+            None,
+        );
         check_columns(&spec, &cols).unwrap();
     }
 }

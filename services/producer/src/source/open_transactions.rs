@@ -1,139 +1,197 @@
-//! Lower bounds on the start of the open transactions, from successive listings of InnoDB's
-//! transactions (`SHOW ENGINE INNODB STATUS`, section `TRANSACTIONS`): the parser and the
-//! bookkeeping, both pure (the queries live in [`super::mysql`]).
+//! Lower bounds on the stamps of the changes capture cannot see yet, on MySQL/MariaDB, from two
+//! live lists taken before every read: InnoDB's transactions (`SHOW ENGINE INNODB STATUS`,
+//! section `TRANSACTIONS`) and the statements running on the server
+//! (`information_schema.PROCESSLIST`). The parser and the bookkeeping, both pure (the queries
+//! live in [`super::mysql`]).
 //!
-//! Why that listing and not `information_schema.INNODB_TRX`: the table is served from a cache
-//! that InnoDB refreshes only when it has **not been read for 0.1 s**, by anyone, so it can be
-//! read fresh at most about nine times a second and a poller can freeze it. The status listing is
-//! built live under InnoDB's transaction-list lock on every call: a listing taken after the
-//! database clock read `listed_after` shows every transaction open at that moment.
+//! Why the status listing and not `information_schema.INNODB_TRX`: that table is served from a
+//! cache that InnoDB refreshes only when it has **not been read for 0.1 s**, by anyone, so it can
+//! be read fresh at most about nine times a second and a poller can freeze it. The status listing
+//! is built live under InnoDB's transaction-list lock on every call.
 //!
-//! Both give a transaction's start only to the whole second (`ACTIVE 3 sec`). Taken alone, that
-//! floors the horizon to the start of the current second whenever any transaction is open. So:
-//! a transaction listed now but not in the previous listing was not open when the previous listing
-//! was taken, which was after that listing's `listed_after`; it started after that, so its start
-//! is at least the previous `listed_after`. Listings can be taken as often as reads happen, so
-//! under a steady write load a new transaction's bound is only one read period old.
+//! **Why statements too.** A row is stamped when its statement starts, but its transaction
+//! appears in InnoDB's list only when the statement first touches an InnoDB table. A statement
+//! that first waits for a metadata lock (behind `LOCK TABLES ... WRITE`, an `ALTER TABLE`) or the
+//! global read lock (`FLUSH TABLES WITH READ LOCK`) is in no transaction list while it waits, and
+//! afterwards its transaction looks younger than its rows. The process list shows it from its
+//! start, with the time it has been running: MariaDB's `TIME_MS` (microseconds), MySQL's `TIME`
+//! (whole seconds). Every running statement bounds the horizon while it runs, and the transaction
+//! a connection opens is bounded by the statements that connection ran at that listing and the
+//! previous one (an explicit transaction stays open after the statement that waited has ended).
 //!
-//! Telling a new transaction from one seen before: transactions are listed per connection. A
-//! transaction that has written has a read-write id (a number below the listing's `Trx id
-//! counter`) that it keeps until it ends; one that has not written yet shows a placeholder (an
-//! address in MariaDB, a large made-up number in MySQL) that the connection reuses. So a
-//! connection listed again holds a *new* transaction when it had a read-write id before and now
-//! shows another id; otherwise (same id, or a placeholder before) it may be the same transaction
-//! and keeps the bound computed when it was first seen (the lower one: safe).
+//! **Precision.** Ages come in whole seconds (`ACTIVE 3 sec`), which alone would floor the
+//! horizon to the current second whenever a transaction is open. So each transaction and
+//! statement carries the interval its start must lie in: its age gives one; one that was not
+//! listed the previous time started after that listing, which was taken after the clock reading
+//! `listed_after` before it. One listed again with an age consistent with the remembered
+//! interval may be the same and keeps what was known of it; otherwise it is another one (a
+//! connection runs one transaction and one statement at a time). Transactions are recognised by
+//! their read-write id, which a transaction gets at its first write and keeps to its end (also
+//! when a prepared XA transaction leaves its connection); before that, by their connection.
+//!
+//! **Text anyone controls.** The listing prints every running statement's text verbatim, any
+//! user's, multi-line, and the latest deadlock report keeps its statements until the next
+//! deadlock. Such text can imitate every line of the listing, so the parser never lets it end or
+//! invalidate the list: the list runs from the first `LIST OF TRANSACTIONS FOR EACH SESSION:` to
+//! the last `FILE I/O` section header (nothing anyone writes is printed after it), and every
+//! `---TRANSACTION` line in between counts. Real transactions are therefore never missed; an
+//! imitated one can only hold the horizon back, and one whose age stands still while the clock
+//! moves is not the transaction it claims to be after about 2 s, so it delays capture by at most
+//! that and never stops it. A listing that is too long is cut by the server at
+//! [`MAX_STATUS_SIZE`] bytes; any output of that length is treated as cut (the last safe horizon
+//! is kept), whatever text it contains.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{Duration, NaiveDateTime};
 
-/// Who holds an open transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Holder {
-    /// A client connection (`MySQL thread id` / `MariaDB thread id`).
-    Connection(u64),
-    /// A transaction without a connection (e.g. a prepared XA transaction recovered after a
-    /// crash), by its transaction id text.
-    Transaction(String),
-}
+/// The server returns at most this many bytes less one of the status output: longer output is
+/// cut (`MAX_STATUS_SIZE` in `innodb_show_status`, MySQL 8.4 and MariaDB alike).
+pub const MAX_STATUS_SIZE: usize = 1_048_576;
+
+const LIST_START: &str = "\nLIST OF TRANSACTIONS FOR EACH SESSION:\n";
+/// The header of the section after the list. The sections after it print no user text, so its
+/// last occurrence is the real one.
+const LIST_END: &str = "\n--------\nFILE I/O\n--------\n";
+/// The end of every complete output.
+const TRAILER: &str = "\nEND OF INNODB MONITOR OUTPUT\n============================";
+const TRANSACTION_HEADER: &str = "---TRANSACTION ";
+/// Read-write ids are 6 bytes; MySQL prints a transaction that has not written as its address
+/// with bit 48 set (`trx_get_id_for_print`), MariaDB as `(0x...)`.
+const MAX_READ_WRITE_ID: u64 = (1 << 48) - 1;
+/// `ACTIVE N sec` is whole seconds of the server clock.
+const SECOND: Duration = Duration::seconds(1);
 
 /// An open transaction, as one listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenTransaction {
-    pub holder: Holder,
-    /// Its read-write transaction id, once it has written (`None`: a placeholder id).
+    /// The connection running it (`MySQL thread id` / `MariaDB thread id`); `None` for a
+    /// transaction without one (e.g. a prepared XA transaction recovered after a crash).
+    pub connection: Option<u64>,
+    /// Its id as printed.
+    pub id: String,
+    /// Its read-write id, once it has written (`None`: a placeholder id).
     pub rw_id: Option<u64>,
-    /// `ACTIVE N sec`: whole seconds since it started, rounded by the server; `None` when the
-    /// listing does not say (then nothing but the previous listing bounds its start).
+    /// `ACTIVE N sec`: whole seconds since it started; `None` when the listing gives no age (a
+    /// transaction committing or being rolled back: `COMMITTED IN MEMORY`, `forced rollback`).
     pub active_seconds: Option<u64>,
 }
 
-/// One listing of the open transactions (other than the reader's own connection).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Listing {
-    /// Database clock read before the listing: every transaction open at this moment is listed.
-    pub listed_after: NaiveDateTime,
-    pub open: Vec<OpenTransaction>,
+/// A statement running on another connection (the process list, `COMMAND` `Query` or
+/// `Execute`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningStatement {
+    pub connection: u64,
+    /// How long it had been running when listed, as the server reports it.
+    pub running_for: std::time::Duration,
+    /// The unit of `running_for`: 1 ms for MariaDB's `TIME_MS` (rounded here), 1 s for MySQL's
+    /// `TIME`.
+    pub resolution: std::time::Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// One listing of the open transactions and running statements (other than the reader's own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// Database clock read before both lists were taken: whatever was open or running at this
+    /// moment is listed.
+    pub listed_after: NaiveDateTime,
+    /// Database clock after both lists were complete, at the latest.
+    pub listed_before: NaiveDateTime,
+    pub statements: Vec<RunningStatement>,
+    pub transactions: Vec<OpenTransaction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ListingError {
-    #[error("the status output has no TRANSACTIONS list")]
+    #[error("the InnoDB status output has no list of transactions")]
     NoTransactionList,
-    /// The server cut the status output short (MySQL truncates it at about 1 MB, e.g. with
-    /// thousands of connections): transactions may be missing.
-    #[error("the server truncated the transaction list")]
+    #[error(
+        "the InnoDB status output does not end with a FILE I/O section after the list of \
+         transactions and the monitor's last line"
+    )]
+    Incomplete,
+    /// The server cuts the output at [`MAX_STATUS_SIZE`] (e.g. with thousands of connections):
+    /// transactions may be missing.
+    #[error("the server cut the InnoDB status output at 1 MiB: transactions may be missing")]
     Truncated,
 }
 
-const COUNTER: &str = "Trx id counter ";
-const LIST_START: &str = "LIST OF TRANSACTIONS FOR EACH SESSION:";
-const TRANSACTION_HEADER: &str = "---TRANSACTION ";
-
-/// Parses the `Status` text of `SHOW ENGINE INNODB STATUS` (MariaDB 10.x and MySQL 5.7–8.x
-/// formats): every transaction that is not `not started`, except those of `own_connection`.
+/// Parses the `Status` text of `SHOW ENGINE INNODB STATUS` (MariaDB 10.x and MySQL 5.7–8.x):
+/// every transaction that is not `not started`, except those of `own_connection`. The text may
+/// hold any bytes (statement text is printed as the client sent it).
 pub fn parse_innodb_status(
-    status: &str,
+    status: &[u8],
     own_connection: u64,
 ) -> Result<Vec<OpenTransaction>, ListingError> {
-    let Some(start) = status.find(LIST_START) else {
-        return Err(ListingError::NoTransactionList);
-    };
-    // Ids at or above the counter are placeholders (MySQL prints made-up ones for transactions
-    // that have not written). Without a counter, no id is trusted as read-write.
-    let counter: u64 = status
-        .find(COUNTER)
-        .and_then(|at| {
-            let rest = &status[at + COUNTER.len()..];
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    let mut open = Vec::new();
-    // (transaction id text, active seconds, connection), for the transaction being read.
-    let mut current: Option<(String, Option<u64>, Option<u64>)> = None;
-    let mut finish = |current: &mut Option<(String, Option<u64>, Option<u64>)>| {
-        if let Some((id, active_seconds, connection)) = current.take() {
-            if connection == Some(own_connection) {
-                return;
-            }
-            let rw_id = id.parse::<u64>().ok().filter(|&n| n < counter);
-            let holder = match connection {
-                Some(c) => Holder::Connection(c),
-                None => Holder::Transaction(id),
-            };
-            open.push(OpenTransaction {
-                holder,
-                rw_id,
-                active_seconds,
-            });
-        }
-    };
-    for line in status[start + LIST_START.len()..].lines() {
-        let line = line.trim_end();
-        if line.contains("...truncated...") {
-            return Err(ListingError::Truncated);
-        }
-        if !line.is_empty() && line.chars().all(|c| c == '-') {
-            break; // the next section's rule
-        }
-        if let Some(rest) = line.strip_prefix(TRANSACTION_HEADER) {
-            finish(&mut current);
-            let (id, state) = rest.split_once(", ").unwrap_or((rest, ""));
-            if state.starts_with("not started") {
-                continue;
-            }
-            current = Some((id.to_owned(), active_seconds(state), None));
-        } else if let Some((_, _, connection)) = current.as_mut() {
-            if connection.is_none() {
-                *connection = thread_id(line);
-            }
-        }
+    if status.len() >= MAX_STATUS_SIZE - 1 {
+        return Err(ListingError::Truncated);
     }
-    finish(&mut current);
+    let text: Cow<'_, str> = String::from_utf8_lossy(status);
+    let start = text
+        .find(LIST_START)
+        .ok_or(ListingError::NoTransactionList)?
+        + LIST_START.len()
+        - 1;
+    if !text.trim_end().ends_with(TRAILER) {
+        return Err(ListingError::Incomplete);
+    }
+    let end = text
+        .rfind(LIST_END)
+        .filter(|&end| end >= start)
+        .ok_or(ListingError::Incomplete)?;
+    let mut open = Vec::new();
+    let mut lines = text[start..end].lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix(TRANSACTION_HEADER) else {
+            continue;
+        };
+        let (id, state) = rest.split_once(", ").unwrap_or((rest, ""));
+        // InnoDB prints at most two lines before the connection's (tables in use; locks, undo
+        // entries), then the connection's line and its statement, if it has a connection.
+        // Taking the connection only there keeps statement text from naming it.
+        let mut connection = None;
+        for _ in 0..3 {
+            match lines.peek() {
+                Some(next) if thread_id(next).is_some() => {
+                    connection = thread_id(next);
+                    lines.next();
+                    break;
+                }
+                Some(next) if is_preamble(next) => {
+                    lines.next();
+                }
+                _ => break,
+            }
+        }
+        if state.starts_with("not started") || connection == Some(own_connection) {
+            continue;
+        }
+        open.push(OpenTransaction {
+            connection,
+            id: id.to_owned(),
+            rw_id: id.parse().ok().filter(|&n| n <= MAX_READ_WRITE_ID),
+            active_seconds: active_seconds(state),
+        });
+    }
     Ok(open)
+}
+
+/// A line InnoDB prints between a transaction's header and its connection's line
+/// (`trx_print_low`).
+fn is_preamble(line: &str) -> bool {
+    line.starts_with("mysql tables in use ")
+        || line.contains(" lock struct(s), heap size ")
+        || [
+            "LOCK WAIT",
+            "ROLLING BACK",
+            "COMMITTING",
+            "que state ",
+            ", holds adaptive hash latch",
+            ", undo log entries ",
+        ]
+        .iter()
+        .any(|prefix| line.starts_with(prefix))
 }
 
 /// `ACTIVE 3 sec ...` or `ACTIVE (PREPARED) 3 sec ...` → 3.
@@ -151,61 +209,233 @@ fn thread_id(line: &str) -> Option<u64> {
     let rest = line
         .strip_prefix("MySQL thread id ")
         .or_else(|| line.strip_prefix("MariaDB thread id "))?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    let (number, _) = rest.split_once(", OS thread handle ")?;
+    number.parse().ok()
 }
 
-/// What is remembered of a holder's transaction.
-#[derive(Debug, Clone, Copy)]
-struct Known {
+/// The interval a start lies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    lo: NaiveDateTime,
+    hi: NaiveDateTime,
+}
+
+impl Span {
+    const UNKNOWN: Self = Self {
+        lo: NaiveDateTime::MIN,
+        hi: NaiveDateTime::MAX,
+    };
+
+    /// The start of something listed `age` old (give or take `resolution`).
+    fn aged(listing: &Listing, age: Duration, resolution: Duration) -> Self {
+        Self {
+            lo: minus(
+                listing.listed_after,
+                age.checked_add(&resolution).unwrap_or(Duration::MAX),
+            ),
+            hi: minus(
+                listing.listed_before,
+                age.checked_sub(&resolution).unwrap_or(age),
+            ),
+        }
+    }
+
+    fn meet(self, other: Self) -> Option<Self> {
+        let span = Self {
+            lo: self.lo.max(other.lo),
+            hi: self.hi.min(other.hi),
+        };
+        (span.lo <= span.hi).then_some(span)
+    }
+
+    fn join(self, other: Self) -> Self {
+        Self {
+            lo: self.lo.min(other.lo),
+            hi: self.hi.max(other.hi),
+        }
+    }
+}
+
+/// `n` seconds; a forged age too large for a `Duration` saturates.
+fn seconds_or_max(n: u64) -> Duration {
+    i64::try_from(n)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .unwrap_or(Duration::MAX)
+}
+
+fn minus(t: NaiveDateTime, d: Duration) -> NaiveDateTime {
+    t.checked_sub_signed(d).unwrap_or(if d > Duration::zero() {
+        NaiveDateTime::MIN
+    } else {
+        NaiveDateTime::MAX
+    })
+}
+
+/// What is remembered of a transaction from the previous listing.
+#[derive(Debug, Clone)]
+struct SeenTransaction {
+    connection: Option<u64>,
+    id: String,
     rw_id: Option<u64>,
-    bound: NaiveDateTime,
+    /// Where its start lies; `None` without an age (then it is never taken for the same one).
+    span: Option<Span>,
+    /// The start of the earliest statement that may have begun it (`MAX`: none seen).
+    floor: NaiveDateTime,
+}
+
+impl SeenTransaction {
+    /// Whether `now` may be this transaction again (its age aside).
+    fn may_be(&self, now: &OpenTransaction) -> bool {
+        match (now.rw_id, self.rw_id) {
+            (Some(now_id), Some(id)) => now_id == id,
+            // It got its read-write id since: the same connection's.
+            (Some(_), None) => now.connection.is_some() && now.connection == self.connection,
+            // A transaction never loses its read-write id.
+            (None, Some(_)) => false,
+            (None, None) => match now.connection {
+                Some(_) => now.connection == self.connection,
+                None => self.connection.is_none() && now.id == self.id,
+            },
+        }
+    }
+}
+
+/// What is remembered of a running statement from the previous listing.
+#[derive(Debug, Clone, Copy)]
+struct SeenStatement {
+    connection: u64,
+    span: Span,
+}
+
+#[derive(Debug, Clone)]
+struct Previous {
+    listed_after: NaiveDateTime,
+    transactions: Vec<SeenTransaction>,
+    statements: Vec<SeenStatement>,
 }
 
 /// The bounds remembered between listings.
 #[derive(Debug, Default, Clone)]
-pub struct TransactionBounds {
-    previous_listed_after: Option<NaiveDateTime>,
-    known: HashMap<Holder, Known>,
+pub struct HorizonBounds {
+    previous: Option<Previous>,
 }
 
-impl TransactionBounds {
-    /// Takes in a listing and returns the earliest moment an open transaction may have started
-    /// (`None`: no transaction is open). Holders no longer listed are forgotten.
+impl HorizonBounds {
+    /// Takes in a listing and returns the earliest stamp a change not visible yet may carry
+    /// (`None`: nothing is open or running). What is no longer listed is forgotten.
     pub fn observe(&mut self, listing: &Listing) -> Option<NaiveDateTime> {
-        let previous = self.previous_listed_after;
-        let mut known = HashMap::with_capacity(listing.open.len());
-        for trx in &listing.open {
-            // `ACTIVE N sec` is rounded; one more second keeps the estimate below the start.
-            let by_age = trx.active_seconds.map_or(NaiveDateTime::MIN, |n| {
-                let age = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2) + 1);
-                listing
-                    .listed_after
-                    .checked_sub_signed(age)
-                    .unwrap_or(NaiveDateTime::MIN)
-            });
-            let bound = match self.known.get(&trx.holder) {
-                // Maybe the transaction seen before: both bounds hold for it.
-                Some(seen) if seen.rw_id.is_none() || seen.rw_id == trx.rw_id => {
-                    seen.bound.max(by_age)
-                }
-                // New since the previous listing (the earlier one had a read-write id, which a
-                // transaction keeps until it ends, and this is another one).
-                _ => previous.map_or(by_age, |p| p.max(by_age)),
-            };
-            known.insert(
-                trx.holder.clone(),
-                Known {
-                    rw_id: trx.rw_id,
-                    bound,
-                },
-            );
+        let previous = self.previous.take();
+        let previous_after = previous.as_ref().map(|p| p.listed_after);
+        let (seen_transactions, seen_statements) = previous
+            .map(|p| (p.transactions, p.statements))
+            .unwrap_or_default();
+
+        let mut seen_by_connection: HashMap<u64, Vec<Span>> = HashMap::new();
+        for s in &seen_statements {
+            seen_by_connection
+                .entry(s.connection)
+                .or_default()
+                .push(s.span);
         }
-        self.known = known;
-        self.previous_listed_after = Some(listing.listed_after);
-        self.known.values().map(|k| k.bound).min()
+        let mut statements = Vec::with_capacity(listing.statements.len());
+        for s in &listing.statements {
+            let age = Duration::from_std(s.running_for).unwrap_or(Duration::MAX);
+            let resolution = Duration::from_std(s.resolution).unwrap_or(SECOND);
+            let now = Span::aged(listing, age, resolution);
+            let same = seen_by_connection
+                .get(&s.connection)
+                .into_iter()
+                .flatten()
+                .filter_map(|seen| seen.meet(now))
+                .reduce(Span::join);
+            let span = same.unwrap_or(match previous_after {
+                // Not running at the previous listing: it started after it. (The process list
+                // cannot be imitated, so an age that says otherwise is trusted.)
+                Some(after) if now.hi >= after => Span {
+                    lo: now.lo.max(after),
+                    hi: now.hi,
+                },
+                _ => now,
+            });
+            statements.push(SeenStatement {
+                connection: s.connection,
+                span,
+            });
+        }
+
+        // The statements of a connection, at this listing and the previous one: the transaction
+        // it has open may have been begun by one of them, which stamped its rows at its start.
+        let mut statement_floor: HashMap<u64, NaiveDateTime> = HashMap::new();
+        for s in seen_statements.iter().chain(&statements) {
+            let floor = statement_floor
+                .entry(s.connection)
+                .or_insert(NaiveDateTime::MAX);
+            *floor = (*floor).min(s.span.lo);
+        }
+
+        let mut oldest = statements
+            .iter()
+            .map(|s| s.span.lo)
+            .min()
+            .unwrap_or(NaiveDateTime::MAX);
+        let mut transactions = Vec::with_capacity(listing.transactions.len());
+        for t in &listing.transactions {
+            let now = t
+                .active_seconds
+                .map(|n| Span::aged(listing, seconds_or_max(n), SECOND));
+            let mut same: Option<(Span, NaiveDateTime)> = None;
+            if let Some(now) = now {
+                for seen in seen_transactions.iter().filter(|seen| seen.may_be(t)) {
+                    if let Some(meet) = seen.span.and_then(|span| span.meet(now)) {
+                        same = Some(match same {
+                            None => (meet, seen.floor),
+                            Some((span, floor)) => (span.join(meet), floor.min(seen.floor)),
+                        });
+                    }
+                }
+            }
+            let (span, floor) = same.unwrap_or_else(|| {
+                let now = now.unwrap_or(Span::UNKNOWN);
+                let span = match previous_after {
+                    None => now,
+                    // Not listed as this transaction the previous time: it started after that
+                    // listing.
+                    Some(after) if now.hi >= after => Span {
+                        lo: now.lo.max(after),
+                        hi: now.hi,
+                    },
+                    // Its age says it was open at the previous listing, which did not show it:
+                    // no real transaction, but statement text imitating one. Bounded like a new
+                    // one, so that a forged age cannot hold the horizon.
+                    Some(after) => Span {
+                        lo: after,
+                        hi: after,
+                    },
+                };
+                (span, NaiveDateTime::MAX)
+            });
+            let floor = t
+                .connection
+                .and_then(|c| statement_floor.get(&c).copied())
+                .map_or(floor, |statements| floor.min(statements));
+            transactions.push(SeenTransaction {
+                connection: t.connection,
+                id: t.id.clone(),
+                rw_id: t.rw_id,
+                span: now.map(|_| span),
+                floor,
+            });
+            oldest = oldest.min(span.lo).min(floor);
+        }
+
+        let open = !transactions.is_empty() || !statements.is_empty();
+        self.previous = Some(Previous {
+            listed_after: listing.listed_after,
+            transactions,
+            statements,
+        });
+        open.then_some(oldest)
     }
 }
 
@@ -213,161 +443,285 @@ impl TransactionBounds {
 mod tests {
     use super::*;
 
+    const MARIADB_LOCK_WAIT: &[u8] = include_bytes!("fixtures/mariadb-10.11-lock-wait.txt");
+    const MARIADB_DEADLOCK: &[u8] = include_bytes!("fixtures/mariadb-10.11-deadlock-report.txt");
+    const MARIADB_NOT_UTF8: &[u8] = include_bytes!("fixtures/mariadb-10.11-not-utf8.txt");
+    const MYSQL8_MONITOR: &str = include_str!("fixtures/mysql-8.0-manual-monitor-output.txt");
+    const MYSQL8_DEADLOCK_SECTIONS: &str =
+        include_str!("fixtures/mysql-8.0-manual-deadlock-sections.txt");
+
     fn t(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
     }
 
-    /// A transaction that has not written yet (placeholder id).
+    fn seconds(n: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(n)
+    }
+
+    /// A transaction that has not written yet (placeholder id), on a connection.
     fn trx(connection: u64, active_seconds: u64) -> OpenTransaction {
         OpenTransaction {
-            holder: Holder::Connection(connection),
+            connection: Some(connection),
+            id: format!("(0x{connection:x})"),
             rw_id: None,
             active_seconds: Some(active_seconds),
         }
     }
 
-    /// A transaction that has written (read-write id).
+    /// A transaction that has written (read-write id), on a connection.
     fn rw(connection: u64, id: u64, active_seconds: u64) -> OpenTransaction {
         OpenTransaction {
+            id: id.to_string(),
             rw_id: Some(id),
             ..trx(connection, active_seconds)
         }
     }
 
-    fn listing(listed_after: &str, open: &[OpenTransaction]) -> Listing {
-        Listing {
-            listed_after: t(listed_after),
-            open: open.to_vec(),
+    /// A statement on `connection`, running for `micros` (MariaDB's precision).
+    fn statement(connection: u64, micros: u64) -> RunningStatement {
+        RunningStatement {
+            connection,
+            running_for: std::time::Duration::from_micros(micros),
+            resolution: std::time::Duration::from_millis(1),
         }
     }
 
-    /// Captured from MariaDB 10.11: a writing transaction (numeric id) and one that only read.
-    const MARIADB: &str = "\
-=====================================
-2026-11-23 12:31:58 0x7f167c1f86c0 INNODB MONITOR OUTPUT
-=====================================
-------------
-TRANSACTIONS
-------------
-Trx id counter 20
-Purge done for trx's n:o < 19 undo n:o < 0 state: running but idle
-History list length 0
-LIST OF TRANSACTIONS FOR EACH SESSION:
----TRANSACTION (0x7f16819aa680), ACTIVE 2 sec
-0 lock struct(s), heap size 1128, 0 row lock(s)
-MariaDB thread id 11, OS thread handle 139734617806528, query id 20 localhost root User sleep
-SELECT SLEEP(3)
-Trx read view will not see trx with id >= 19, sees < 19
----TRANSACTION 19, ACTIVE 2 sec
-1 lock struct(s), heap size 1128, 0 row lock(s), undo log entries 1
-MariaDB thread id 10, OS thread handle 139734618113728, query id 18 localhost root User sleep
-SELECT SLEEP(3)
----TRANSACTION 18, ACTIVE 0 sec
-MariaDB thread id 7, OS thread handle 1, query id 3 localhost root
---------
-FILE I/O
---------
-I/O thread 0 state: waiting for completed aio requests (insert buffer thread)
-";
+    /// A listing taken in 5 ms from `listed_after`.
+    fn listing(listed_after: &str, transactions: &[OpenTransaction]) -> Listing {
+        listing_with(listed_after, &[], transactions)
+    }
 
-    /// The MySQL 8 shape: idle sessions are listed as `not started`; a recovered XA transaction
-    /// has no thread.
-    const MYSQL8: &str = "\
-------------
-TRANSACTIONS
-------------
-Trx id counter 5650
-LIST OF TRANSACTIONS FOR EACH SESSION:
----TRANSACTION 421623101063384, not started
-0 lock struct(s), heap size 1128, 0 row lock(s)
----TRANSACTION 5644, ACTIVE 3 sec inserting
-mysql tables in use 1, locked 1
-2 lock struct(s), heap size 1128, 1 row lock(s), undo log entries 1
-MySQL thread id 9, OS thread handle 140107364177664, query id 34 localhost root update
----TRANSACTION 5601, ACTIVE (PREPARED) 12 sec recovered trx
-1 lock struct(s), heap size 1128, 0 row lock(s), undo log entries 1
---------
-FILE I/O
---------
-";
+    fn listing_with(
+        listed_after: &str,
+        statements: &[RunningStatement],
+        transactions: &[OpenTransaction],
+    ) -> Listing {
+        let listed_after = t(listed_after);
+        Listing {
+            listed_after,
+            listed_before: listed_after + Duration::milliseconds(5),
+            statements: statements.to_vec(),
+            transactions: transactions.to_vec(),
+        }
+    }
 
-    #[test]
-    fn parses_mariadb_listings_without_the_readers_own_connection() {
-        let open = parse_innodb_status(MARIADB, 7).unwrap();
-        assert_eq!(open, vec![trx(11, 2), rw(10, 19, 2)]);
+    /// The MySQL 8 manual's deadlock example inside the head and tail of its monitor example.
+    fn mysql8_deadlock() -> String {
+        let head_end = MYSQL8_MONITOR
+            .find("------------------------\nLATEST FOREIGN")
+            .unwrap();
+        let tail_start = MYSQL8_MONITOR.find("--------\nFILE I/O\n").unwrap();
+        format!(
+            "{}{}\n{}",
+            &MYSQL8_MONITOR[..head_end],
+            MYSQL8_DEADLOCK_SECTIONS.trim_end(),
+            &MYSQL8_MONITOR[tail_start..]
+        )
     }
 
     #[test]
-    fn parses_mysql8_listings_skipping_idle_sessions() {
-        let open = parse_innodb_status(MYSQL8, 1).unwrap();
+    fn every_transaction_of_a_real_mariadb_listing_with_a_lock_wait_and_imitating_text_is_read() {
+        // Real: C (342, conn 80) waits for B's lock, its multi-line statement imitates the
+        // listing; B (341, conn 79) holds the lock; A (340, conn 78) inserted first; R (conn 77)
+        // only read. Imitations: entry 7 (conn 999, in the deadlock report), entry 5 (conn 1, in
+        // C's statement). The dashes after C's lock wait, C's `FILE I/O` and `... truncated...`
+        // lines and the trailer it imitates end nothing.
+        let open = parse_innodb_status(MARIADB_LOCK_WAIT, 12345).unwrap();
+        let seen: Vec<(Option<u64>, &str, Option<u64>, Option<u64>)> = open
+            .iter()
+            .map(|t| (t.connection, t.id.as_str(), t.rw_id, t.active_seconds))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some(999), "7", Some(7), Some(999_999)),
+                (Some(80), "342", Some(342), Some(2)),
+                (Some(1), "5", Some(5), Some(0)),
+                (Some(79), "341", Some(341), Some(2)),
+                (Some(78), "340", Some(340), Some(4)),
+                (Some(77), "(0x7fcd00dd8b80)", None, Some(4)),
+            ]
+        );
+        // The reader's own connection is left out, by its real line only.
+        let without_a = parse_innodb_status(MARIADB_LOCK_WAIT, 78).unwrap();
+        assert!(without_a.iter().all(|t| t.connection != Some(78)));
+        assert_eq!(without_a.len(), 5);
+        let without_imitated = parse_innodb_status(MARIADB_LOCK_WAIT, 1).unwrap();
+        assert_eq!(
+            without_imitated.len(),
+            5,
+            "only the imitated entry of conn 1"
+        );
+    }
+
+    #[test]
+    fn a_deadlock_report_imitating_the_list_does_not_hide_the_real_list() {
+        let open = parse_innodb_status(MARIADB_DEADLOCK, 12345).unwrap();
+        let connections: Vec<Option<u64>> = open.iter().map(|t| t.connection).collect();
+        assert_eq!(
+            connections,
+            vec![Some(999), Some(84)],
+            "the imitated entry and the real transaction"
+        );
+        assert_eq!(open[1].rw_id, Some(350));
+    }
+
+    #[test]
+    fn statement_text_that_is_not_utf8_is_read_past() {
+        let open = parse_innodb_status(MARIADB_NOT_UTF8, 12345).unwrap();
+        assert!(
+            open.iter()
+                .any(|t| t.connection == Some(86) && t.rw_id.is_none()),
+            "{open:?}"
+        );
+    }
+
+    #[test]
+    fn the_mysql8_manual_listing_with_a_lock_wait_is_read_whole() {
+        let open = parse_innodb_status(MYSQL8_MONITOR.as_bytes(), 1).unwrap();
         assert_eq!(
             open,
-            vec![
-                rw(9, 5644, 3),
-                OpenTransaction {
-                    holder: Holder::Transaction("5601".into()),
-                    rw_id: Some(5601),
-                    active_seconds: Some(12),
-                }
-            ]
+            vec![OpenTransaction {
+                connection: Some(9),
+                id: "7747".into(),
+                rw_id: Some(7747),
+                active_seconds: Some(23),
+            }],
+            "the idle session (not started, placeholder id) is skipped"
+        );
+        // The same listing with an older transaction after the lock-waiting one: the old parser
+        // stopped at the dashes closing the wait and lost it.
+        let older = "---TRANSACTION 7001, ACTIVE 95 sec\n\
+                     2 lock struct(s), heap size 1136, 1 row lock(s), undo log entries 1\n\
+                     MySQL thread id 7, OS thread handle 140286987249409, query id 40 localhost root\n";
+        let with_older = MYSQL8_MONITOR.replace(
+            "--------\nFILE I/O\n",
+            &format!("{older}--------\nFILE I/O\n"),
+        );
+        let open = parse_innodb_status(with_older.as_bytes(), 1).unwrap();
+        assert_eq!(
+            open.iter().map(|t| t.connection).collect::<Vec<_>>(),
+            vec![Some(9), Some(7)]
+        );
+    }
+
+    #[test]
+    fn the_mysql8_manual_deadlock_example_is_read() {
+        let status = mysql8_deadlock();
+        let open = parse_innodb_status(status.as_bytes(), 1).unwrap();
+        assert_eq!(
+            open,
+            vec![OpenTransaction {
+                connection: Some(19),
+                id: "43260".into(),
+                rw_id: Some(43260),
+                active_seconds: Some(219),
+            }],
+            "the deadlock report's TRANSACTION lines are not the list"
+        );
+    }
+
+    #[test]
+    fn multi_line_statement_text_imitating_the_listing_changes_nothing_real_in_mysql8_output() {
+        // The manual's listing with its statement replaced by hostile text: InnoDB prints a
+        // statement's text verbatim (`innobase_mysql_print_thd`).
+        let hostile = "DELETE FROM t /*\n\
+            ----------------------------------\n\
+            ------------------\n\
+            --------\nFILE I/O\n--------\n\
+            ... truncated...\n...truncated...\n\
+            ---TRANSACTION 421764459790001, not started\n\
+            ---TRANSACTION 9, COMMITTED IN MEMORY\n\
+            MySQL thread id 9, OS thread handle 1, query id 1 localhost root\n\
+            ----------------------------\nEND OF INNODB MONITOR OUTPUT\n============================\n\
+            */ WHERE i = 1";
+        let status = MYSQL8_MONITOR.replace("DELETE FROM t WHERE i = 1", hostile);
+        let open = parse_innodb_status(status.as_bytes(), 1).unwrap();
+        assert_eq!(open.len(), 2, "{open:?}");
+        assert_eq!(open[0].connection, Some(9));
+        assert_eq!(open[0].active_seconds, Some(23));
+        assert_eq!(
+            (open[1].id.as_str(), open[1].active_seconds),
+            ("9", None),
+            "the imitated entry only adds a holder"
+        );
+    }
+
+    #[test]
+    fn an_output_of_the_servers_cut_length_is_treated_as_cut_whatever_it_says() {
+        let mut long = MYSQL8_MONITOR.as_bytes().to_vec();
+        long.resize(MAX_STATUS_SIZE - 1, b' ');
+        assert_eq!(parse_innodb_status(&long, 1), Err(ListingError::Truncated));
+        // Shorter output is never cut, even when a statement says so.
+        let says_cut = MYSQL8_MONITOR.replace(
+            "LIST OF TRANSACTIONS FOR EACH SESSION:\n",
+            "LIST OF TRANSACTIONS FOR EACH SESSION:\n... truncated...\n",
+        );
+        assert!(parse_innodb_status(says_cut.as_bytes(), 1).is_ok());
+    }
+
+    #[test]
+    fn an_output_without_its_list_or_its_end_is_an_error() {
+        assert_eq!(
+            parse_innodb_status(b"BUFFER POOL AND MEMORY\n", 1),
+            Err(ListingError::NoTransactionList)
+        );
+        let cut_end = &MYSQL8_MONITOR[..MYSQL8_MONITOR.find("ROW OPERATIONS").unwrap()];
+        assert_eq!(
+            parse_innodb_status(cut_end.as_bytes(), 1),
+            Err(ListingError::Incomplete)
+        );
+        let no_file_io = MYSQL8_MONITOR.replace("\nFILE I/O\n", "\nFILE IO\n");
+        assert_eq!(
+            parse_innodb_status(no_file_io.as_bytes(), 1),
+            Err(ListingError::Incomplete)
         );
     }
 
     #[test]
     fn an_empty_list_is_no_open_transaction() {
-        let status = "TRANSACTIONS\n------------\nLIST OF TRANSACTIONS FOR EACH SESSION:\n--------\nFILE I/O\n";
-        assert_eq!(parse_innodb_status(status, 1), Ok(vec![]));
+        let empty = "\nTRANSACTIONS\n------------\nLIST OF TRANSACTIONS FOR EACH SESSION:\n--------\nFILE I/O\n--------\n\
+                     ----------------------------\nEND OF INNODB MONITOR OUTPUT\n============================\n";
+        assert_eq!(parse_innodb_status(empty.as_bytes(), 1), Ok(vec![]));
     }
 
     #[test]
-    fn an_unreadable_or_truncated_listing_is_an_error() {
-        assert_eq!(
-            parse_innodb_status("BUFFER POOL AND MEMORY\n", 1),
-            Err(ListingError::NoTransactionList)
+    fn a_transaction_without_a_connection_line_has_no_connection() {
+        // A recovered XA transaction: no thread line; a statement text line after it names none.
+        let status = MYSQL8_MONITOR.replace(
+            "--------\nFILE I/O\n",
+            "---TRANSACTION 5601, ACTIVE (PREPARED) 12 sec recovered trx\n\
+             1 lock struct(s), heap size 1128, 0 row lock(s), undo log entries 1\n\
+             Trx read view will not see trx with id >= 5602, sees < 5602\n\
+             MySQL thread id 77, OS thread handle 1, query id 1 localhost root\n\
+             --------\nFILE I/O\n",
         );
-        let truncated = MYSQL8.replace("--------\nFILE I/O", "...truncated...\n--------\nFILE I/O");
+        let open = parse_innodb_status(status.as_bytes(), 1).unwrap();
         assert_eq!(
-            parse_innodb_status(&truncated, 1),
-            Err(ListingError::Truncated)
-        );
-    }
-
-    #[test]
-    fn an_unknown_state_has_no_age_and_is_bounded_by_the_previous_listing_alone() {
-        let status = "LIST OF TRANSACTIONS FOR EACH SESSION:\n---TRANSACTION 77, COMMITTED IN MEMORY\nMySQL thread id 5, OS thread handle 1\n--------\n";
-        let open = parse_innodb_status(status, 1).unwrap();
-        assert_eq!(
-            open,
-            vec![OpenTransaction {
-                holder: Holder::Connection(5),
-                rw_id: None,
-                active_seconds: None
-            }]
-        );
-        let mut bounds = TransactionBounds::default();
-        assert_eq!(
-            bounds.observe(&listing("2024-05-01 10:47:04.000", &open)),
-            Some(NaiveDateTime::MIN),
-            "first listing, no age: nothing bounds it"
-        );
-        assert_eq!(
-            bounds.observe(&listing("2024-05-01 10:47:04.050", &open)),
-            Some(NaiveDateTime::MIN),
-            "still the same transaction: it keeps its first bound"
+            open[1],
+            OpenTransaction {
+                connection: None,
+                id: "5601".into(),
+                rw_id: Some(5601),
+                active_seconds: Some(12),
+            }
         );
     }
 
     #[test]
     fn the_first_listing_trusts_the_age_plus_a_second() {
-        let mut bounds = TransactionBounds::default();
+        let mut bounds = HorizonBounds::default();
         let l = listing("2024-05-01 10:47:04.215", &[trx(7, 2)]);
         assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:47:01.215")));
     }
 
     #[test]
     fn a_transaction_new_since_the_previous_listing_started_after_it() {
-        let mut bounds = TransactionBounds::default();
-        bounds.observe(&listing("2024-05-01 10:47:04.100", &[]));
+        let mut bounds = HorizonBounds::default();
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.100", &[])),
+            None
+        );
         let l = listing("2024-05-01 10:47:04.120", &[trx(7, 0)]);
         assert_eq!(
             bounds.observe(&l),
@@ -377,14 +731,14 @@ FILE I/O
     }
 
     #[test]
-    fn a_listed_connection_keeps_its_first_bound_until_it_is_gone() {
-        let mut bounds = TransactionBounds::default();
+    fn a_listed_transaction_keeps_its_first_bound_until_it_is_gone() {
+        let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:04.020", &[trx(7, 0)])),
             Some(t("2024-05-01 10:47:04.000"))
         );
-        // Still open a second later: the bound must not move up with the listings.
+        // Still open a second later (its age grew with the clock): the bound stays.
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:05.300", &[trx(7, 1), trx(8, 0)])),
             Some(t("2024-05-01 10:47:04.000"))
@@ -404,7 +758,7 @@ FILE I/O
     #[test]
     fn a_connection_listed_each_time_with_a_new_read_write_id_holds_a_new_transaction_each_time() {
         // A busy writer connection: autocommit statements, one open at every listing.
-        let mut bounds = TransactionBounds::default();
+        let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.000", &[rw(7, 100, 0)]));
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:04.020", &[rw(7, 101, 0)])),
@@ -419,9 +773,7 @@ FILE I/O
 
     #[test]
     fn a_transaction_that_starts_writing_keeps_its_first_bound() {
-        // A long statement listed before its first write (placeholder id), then with its
-        // read-write id: it may be the same transaction, whose rows are stamped at its start.
-        let mut bounds = TransactionBounds::default();
+        let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
         bounds.observe(&listing("2024-05-01 10:47:04.020", &[trx(7, 0)]));
         assert_eq!(
@@ -436,8 +788,102 @@ FILE I/O
     }
 
     #[test]
+    fn a_prepared_xa_transaction_that_leaves_its_connection_keeps_its_bound() {
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
+        bounds.observe(&listing("2024-05-01 10:47:04.020", &[rw(7, 300, 0)]));
+        let detached = OpenTransaction {
+            connection: None,
+            ..rw(7, 300, 1)
+        };
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:05.500", &[detached])),
+            Some(t("2024-05-01 10:47:04.000"))
+        );
+    }
+
+    #[test]
+    fn two_entries_naming_one_connection_keep_the_older_bound() {
+        // An imitated entry naming the connection of a real old transaction must not replace
+        // what is known of it.
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
+        bounds.observe(&listing("2024-05-01 10:47:04.020", &[rw(7, 300, 0)]));
+        let fake = rw(7, 999, 0);
+        for at in ["2024-05-01 10:47:04.040", "2024-05-01 10:47:04.060"] {
+            for order in [[rw(7, 300, 0), fake.clone()], [fake.clone(), rw(7, 300, 0)]] {
+                let mut b = bounds.clone();
+                assert_eq!(
+                    b.observe(&listing(at, &order)),
+                    Some(t("2024-05-01 10:47:04.000"))
+                );
+                assert_eq!(
+                    b.observe(&listing("2024-05-01 10:47:04.080", &[rw(7, 300, 0)])),
+                    Some(t("2024-05-01 10:47:04.000"))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_imitated_entry_whose_age_stands_still_stops_holding_the_horizon_within_seconds() {
+        // Entry 7 `ACTIVE 999999 sec` in a deadlock report is printed identically at every
+        // listing; listings every 50 ms for 10 s.
+        let fake = || OpenTransaction {
+            connection: Some(999),
+            id: "7".into(),
+            rw_id: Some(7),
+            active_seconds: Some(999_999),
+        };
+        let start = t("2024-05-01 10:00:00.000");
+        let mut bounds = HorizonBounds::default();
+        let mut worst_lag = Duration::zero();
+        for i in 0..200 {
+            let at = start + Duration::milliseconds(50 * i);
+            let l = Listing {
+                listed_after: at,
+                listed_before: at + Duration::milliseconds(5),
+                statements: vec![],
+                transactions: vec![fake()],
+            };
+            let oldest = bounds.observe(&l).unwrap();
+            if i >= 60 {
+                worst_lag = worst_lag.max(at - oldest);
+            }
+        }
+        assert!(
+            worst_lag <= Duration::milliseconds(2_100),
+            "held back by {worst_lag} after 3 s"
+        );
+    }
+
+    #[test]
+    fn a_listing_without_an_age_bounds_by_the_previous_listing_every_time() {
+        // COMMITTED IN MEMORY: committing, nothing more to write; an imitated one must not
+        // stick.
+        let committing = OpenTransaction {
+            active_seconds: None,
+            ..rw(5, 77, 0)
+        };
+        let mut bounds = HorizonBounds::default();
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.000", &[committing.clone()])),
+            Some(NaiveDateTime::MIN),
+            "first listing, no age: nothing bounds it"
+        );
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.050", &[committing.clone()])),
+            Some(t("2024-05-01 10:47:04.000"))
+        );
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.100", &[committing])),
+            Some(t("2024-05-01 10:47:04.050"))
+        );
+    }
+
+    #[test]
     fn a_connection_reappearing_after_being_forgotten_is_bounded_by_the_listing_before() {
-        let mut bounds = TransactionBounds::default();
+        let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.100", &[trx(7, 0)]));
         bounds.observe(&listing("2024-05-01 10:47:04.300", &[]));
         assert_eq!(
@@ -449,12 +895,80 @@ FILE I/O
     #[test]
     fn an_old_age_bounds_a_transaction_below_the_previous_listing() {
         // Both the age and the previous listing are lower bounds on the start: the later wins.
-        let mut bounds = TransactionBounds::default();
+        let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.100", &[]));
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:09.000", &[trx(7, 3)])),
             Some(t("2024-05-01 10:47:05.000")),
             "started at least 4 s before 10:47:09 and after 10:47:04.100: the later of the two"
         );
+    }
+
+    #[test]
+    fn a_running_statement_bounds_the_horizon_from_its_start() {
+        let mut bounds = HorizonBounds::default();
+        // Waiting for a metadata lock for 2.5 s: in no transaction list.
+        let waiting = listing_with("2024-05-01 10:47:04.000", &[statement(9, 2_500_000)], &[]);
+        assert_eq!(bounds.observe(&waiting), Some(t("2024-05-01 10:47:01.499")));
+        // Still waiting: it keeps its start.
+        let later = listing_with("2024-05-01 10:47:04.050", &[statement(9, 2_550_000)], &[]);
+        assert_eq!(bounds.observe(&later), Some(t("2024-05-01 10:47:01.499")));
+    }
+
+    #[test]
+    fn a_transaction_begun_by_a_statement_that_waited_is_bounded_by_that_statement() {
+        // The statement waited 3 s, then began its transaction, ended, and left the explicit
+        // transaction open: the transaction looks new, its row carries the statement's start.
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&listing_with(
+            "2024-05-01 10:47:04.000",
+            &[statement(9, 3_000_000)],
+            &[],
+        ));
+        let after = listing("2024-05-01 10:47:04.050", &[rw(9, 500, 0)]);
+        assert_eq!(bounds.observe(&after), Some(t("2024-05-01 10:47:00.999")));
+        // And as long as that transaction is open.
+        let still = listing("2024-05-01 10:47:06.000", &[rw(9, 500, 2)]);
+        assert_eq!(bounds.observe(&still), Some(t("2024-05-01 10:47:00.999")));
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:06.050", &[])),
+            None
+        );
+    }
+
+    #[test]
+    fn short_statements_one_after_another_do_not_hold_the_horizon() {
+        // A busy connection, a new 1 ms statement at every listing (MariaDB's TIME_MS).
+        let mut bounds = HorizonBounds::default();
+        let start = t("2024-05-01 10:00:00.000");
+        for i in 0..100 {
+            let at = start + Duration::milliseconds(50 * i);
+            let l = Listing {
+                listed_after: at,
+                listed_before: at + Duration::milliseconds(2),
+                statements: vec![statement(5, 1_000)],
+                transactions: vec![],
+            };
+            let oldest = bounds.observe(&l).unwrap();
+            assert!(at - oldest <= Duration::milliseconds(3), "{i}: {oldest}");
+        }
+    }
+
+    #[test]
+    fn a_statement_with_whole_second_times_is_bounded_by_the_previous_listing() {
+        // MySQL's TIME: 0 s says started within the last second; not running the previous time
+        // says after that listing.
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&listing("2024-05-01 10:47:04.000", &[]));
+        let l = listing_with(
+            "2024-05-01 10:47:04.050",
+            &[RunningStatement {
+                connection: 3,
+                running_for: seconds(0),
+                resolution: seconds(1),
+            }],
+            &[],
+        );
+        assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:47:04.000")));
     }
 }

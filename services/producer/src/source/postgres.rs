@@ -6,8 +6,11 @@
 //!   `COLLATE "C"` in the keyset comparison, whatever the column's own collation, so the order
 //!   is deterministic and the same as Rust's `String` order (which the producer uses when it
 //!   compares positions, e.g. after a read-back).
-//! * Timestamps: `timestamp` columns are taken as UTC; `timestamptz` columns are converted to
-//!   UTC (`AT TIME ZONE 'UTC'`). The producer's sessions run with `TimeZone = UTC`.
+//! * Timestamps: `timestamptz` columns are converted to UTC (`AT TIME ZONE 'UTC'`). A
+//!   `timestamp` column holds each writer's wall-clock time: it is read at the offset
+//!   `SOURCE_TIMESTAMP_TIME_ZONE` states, else accepted only when the database's default time
+//!   zone is UTC (see [`super::timestamp_offset`]). The producer's sessions run with
+//!   `TimeZone = UTC`.
 //! * `price` is read as `float8` (a `NUMERIC(10,2)` converts exactly to the nearest double).
 //!
 //! The read horizon: `now()` / `CURRENT_TIMESTAMP` is the start time of the writing transaction,
@@ -16,50 +19,74 @@
 //! in this database can therefore no longer appear; the horizon is
 //! `min(clock_timestamp(), min(xact_start)) - CAPTURE_DELAY_MS`. Every open transaction counts,
 //! also one that has not written yet (no `backend_xid`): it may write later, stamped with its
-//! old start time. A session whose `xact_start` the producer's user cannot see (another user's
-//! session, without `pg_read_all_stats`) makes that read fall back to the window alone, with a
-//! warning.
+//! old start time. A session whose `xact_start` the producer's user cannot see (another role's
+//! session, without `pg_read_all_stats`; `pg_stat_activity` then shows its `state` and
+//! `backend_type` as NULL) makes that read fall back to the window alone, which the capture loop
+//! makes visible.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{FixedOffset, NaiveDateTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::changes::{read_batch_by_batch, ChangeReader};
-use super::{Batch, HorizonBound, IdKind, Source, SourceError, SourceRow, TableSpec};
+use super::{
+    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, Source,
+    SourceError, SourceRow, TableSpec, TimestampColumn,
+};
 use crate::position::{read_horizon, Position, RowKey};
 
 /// The database clock (not `now()`, which stands still inside a transaction).
 const NOW_SQL: &str = "SELECT (clock_timestamp() AT TIME ZONE 'UTC') AS db_now";
 
 /// The start of the oldest open transaction of another client session of this database, and
-/// how many such sessions hide their state from us (`state` is NULL for another user's session
-/// without `pg_read_all_stats`).
+/// how many such sessions hide their state from us: for another role's session, without
+/// `pg_read_all_stats`, `pg_stat_activity` shows `state`, `xact_start` and `backend_type` as
+/// NULL (only the database and the role stay visible).
 const ACTIVITY_SQL: &str = "\
     SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
            count(*) FILTER (WHERE state IS NULL) AS hidden \
       FROM pg_stat_activity \
-     WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' \
+     WHERE pid <> pg_backend_pid() \
+       AND (backend_type = 'client backend' OR backend_type IS NULL) \
        AND datname = current_database() \
        AND (xact_start IS NOT NULL OR state IS NULL)";
 
-/// The table's columns and their type names; none when the table does not exist.
+/// The time zone this database sets for its sessions (`ALTER DATABASE ... SET TimeZone`), and
+/// whether the server's configuration files may be read (`pg_file_settings`).
+const DATABASE_ZONE_SQL: &str = "\
+    SELECT (SELECT o.option_value \
+              FROM pg_db_role_setting s, pg_options_to_table(s.setconfig) o \
+             WHERE s.setrole = 0 \
+               AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND lower(o.option_name) = 'timezone') AS database_zone, \
+           pg_has_role('pg_read_all_settings', 'USAGE') AS reads_settings";
+
+/// The time zone the server's configuration sets (`postgresql.conf`, `ALTER SYSTEM`).
+const SERVER_ZONE_SQL: &str = "\
+    SELECT setting FROM pg_file_settings WHERE lower(name) = 'timezone' AND applied \
+     ORDER BY seqno DESC LIMIT 1";
+
+/// The table's columns, their type names and type modifiers (a timestamp's precision, -1 when
+/// not given: 6); none when the table does not exist.
 const COLUMNS_SQL: &str = "\
     SELECT a.attname::text AS name, t.typname::text AS type_name, \
-           format_type(a.atttypid, a.atttypmod) AS type \
+           format_type(a.atttypid, a.atttypmod) AS type, a.atttypmod AS typmod \
       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// A column: name, type name, type as shown, type modifier.
+type Column = (String, String, String, i32);
 
 /// How the timestamp column stores time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimestampKind {
-    /// `timestamp without time zone`, taken as UTC.
+    /// `timestamp without time zone`: wall-clock time (UTC, or at `Queries::offset`).
     Naive,
     /// `timestamp with time zone`.
     Zoned,
@@ -77,6 +104,10 @@ struct Queries {
     from_start: String,
     /// Counts the rows whose timestamp is NULL (they cannot be captured).
     null_timestamps: String,
+    ts_kind: TimestampKind,
+    /// The offset of the wall-clock time a `timestamp` column holds (`None`: UTC, or
+    /// `timestamptz`).
+    offset: Option<FixedOffset>,
 }
 
 fn quote(name: &str) -> String {
@@ -125,24 +156,23 @@ impl Queries {
             ),
             from_start: format!("{select} WHERE {ts} < {p1} {order} LIMIT $2", p1 = param(1)),
             null_timestamps: format!("SELECT count(*) FROM {table} WHERE {ts} IS NULL"),
+            ts_kind,
+            offset: None,
         }
     }
 }
 
-/// Checks the table's columns `(name, type name, formatted type)` and builds its queries.
-fn check_columns(
-    spec: &TableSpec,
-    columns: &[(String, String, String)],
-) -> Result<Queries, SourceError> {
+/// Checks the table's columns and builds its queries.
+fn check_columns(spec: &TableSpec, columns: &[Column]) -> Result<Queries, SourceError> {
     if columns.is_empty() {
         return Err(SourceError::Table(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database (names are \
              case-sensitive; an unqualified name is looked up on the search_path)"
         )));
     }
-    let find = |name: &str| columns.iter().find(|(n, _, _)| n == name);
+    let find = |name: &str| columns.iter().find(|(n, ..)| n == name);
     super::missing_columns(spec, |name| find(name).is_some())?;
-    let (_, id_type, id_shown) = find(&spec.id_column).expect("checked above");
+    let (_, id_type, id_shown, _) = find(&spec.id_column).expect("checked above");
     let id_kind = match id_type.as_str() {
         "int2" | "int4" | "int8" => IdKind::Int,
         "varchar" | "text" => IdKind::Text,
@@ -154,7 +184,7 @@ fn check_columns(
             )))
         }
     };
-    let (_, ts_type, ts_shown) = find(&spec.timestamp_column).expect("checked above");
+    let (_, ts_type, ts_shown, _) = find(&spec.timestamp_column).expect("checked above");
     let ts_kind = match ts_type.as_str() {
         "timestamp" => TimestampKind::Naive,
         "timestamptz" => TimestampKind::Zoned,
@@ -166,13 +196,55 @@ fn check_columns(
             )))
         }
     };
-    let (_, price_type, price_shown) = find("price").expect("checked above");
+    let (_, price_type, price_shown, _) = find("price").expect("checked above");
     if !["numeric", "float4", "float8", "int2", "int4", "int8"].contains(&price_type.as_str()) {
         return Err(SourceError::Table(format!(
             "column {spec}.price is {price_shown}, not a number column"
         )));
     }
     Ok(Queries::new(spec, id_kind, ts_kind))
+}
+
+/// What [`timestamp_offset`] needs to know of the (checked) timestamp column; `default_zone`
+/// is asked only for a `timestamp` column.
+fn timestamp_column(
+    spec: &TableSpec,
+    columns: &[Column],
+    kind: TimestampKind,
+    default_zone: impl FnOnce() -> Result<(String, bool), String>,
+) -> TimestampColumn {
+    let (_, _, shown, typmod) = columns
+        .iter()
+        .find(|(n, ..)| *n == spec.timestamp_column)
+        .expect("checked by check_columns");
+    let (table, ts) = (qualified_table(spec), quote(&spec.timestamp_column));
+    let type_name = match kind {
+        TimestampKind::Naive => "timestamp",
+        TimestampKind::Zoned => "timestamptz",
+    };
+    TimestampColumn {
+        shown_type: shown.clone(),
+        // No modifier: the default, microseconds.
+        precision: u32::try_from(*typmod).unwrap_or(6),
+        time: match kind {
+            TimestampKind::Zoned => ColumnTime::Instants,
+            TimestampKind::Naive => {
+                let default_zone = default_zone();
+                let zone = match &default_zone {
+                    Ok((zone, _)) => zone.clone(),
+                    Err(_) => "<the writers' time zone>".to_owned(),
+                };
+                ColumnTime::WallClock {
+                    default_zone,
+                    to_instants: format!(
+                        "ALTER TABLE {table} ALTER COLUMN {ts} TYPE timestamptz USING {ts} AT \
+                         TIME ZONE '{zone}'"
+                    ),
+                }
+            }
+        },
+        to_microseconds: format!("ALTER TABLE {table} ALTER COLUMN {ts} TYPE {type_name}(6)"),
+    }
 }
 
 fn source_row(row: &PgRow, id_kind: IdKind) -> Result<SourceRow, sqlx::Error> {
@@ -217,20 +289,25 @@ pub struct PgSource {
     /// Set by the first successful [`Source::inspect`].
     queries: Arc<tokio::sync::OnceCell<Queries>>,
     delay: Duration,
-    /// Whether the last horizon could see every session (to warn once per change).
-    sees_all: Arc<AtomicBool>,
+    /// `SOURCE_TIMESTAMP_TIME_ZONE`.
+    writer_time_zone: Option<FixedOffset>,
     /// The last horizon; a horizon never has to move back (each one stays safe).
     last: Arc<Mutex<Option<NaiveDateTime>>>,
 }
 
 impl PgSource {
-    pub fn new(pool: PgPool, spec: TableSpec, capture_delay: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        spec: TableSpec,
+        capture_delay: Duration,
+        writer_time_zone: Option<FixedOffset>,
+    ) -> Self {
         Self {
             pool,
             spec: Arc::new(spec),
             queries: Arc::default(),
             delay: capture_delay,
-            sees_all: Arc::new(AtomicBool::new(true)),
+            writer_time_zone,
             last: Arc::default(),
         }
     }
@@ -242,11 +319,29 @@ impl PgSource {
     async fn queries(&self) -> Result<&Queries, SourceError> {
         self.queries
             .get_or_try_init(|| async {
-                let columns: Vec<(String, String, String)> = sqlx::query_as(COLUMNS_SQL)
+                let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL)
                     .bind(qualified_table(&self.spec))
                     .fetch_all(&self.pool)
                     .await?;
-                let queries = check_columns(&self.spec, &columns)?;
+                let mut queries = check_columns(&self.spec, &columns)?;
+                let default_zone = match queries.ts_kind {
+                    TimestampKind::Naive => Some(self.default_zone().await?),
+                    TimestampKind::Zoned => None,
+                };
+                let column = timestamp_column(&self.spec, &columns, queries.ts_kind, || {
+                    default_zone.clone().expect("asked for timestamp columns only")
+                });
+                queries.offset =
+                    timestamp_offset(&self.spec, &column, self.delay, self.writer_time_zone)?;
+                if let ColumnTime::WallClock { .. } = column.time {
+                    tracing::info!(
+                        column = %self.spec.timestamp_column,
+                        column_type = %column.shown_type,
+                        writers_offset = %queries.offset.map_or("+00:00".to_owned(), |o| o.to_string()),
+                        "the timestamp column holds wall-clock time: read as written at this \
+                         offset from UTC (writers must not change their session's TimeZone)"
+                    );
+                }
                 let (nulls,): (i64,) = sqlx::query_as(&queries.null_timestamps)
                     .fetch_one(&self.pool)
                     .await?;
@@ -263,6 +358,36 @@ impl PgSource {
             .await
     }
 
+    /// The time zone a session of this database gets unless it sets one: the database's own
+    /// setting, else the server's configuration (readable with `pg_read_all_settings`). The
+    /// producer's own sessions cannot show it: the client library sets `TimeZone` when it
+    /// connects, which overrides both.
+    async fn default_zone(&self) -> Result<Result<(String, bool), String>, SourceError> {
+        let (database_zone, reads_settings): (Option<String>, bool) =
+            sqlx::query_as(DATABASE_ZONE_SQL)
+                .fetch_one(&self.pool)
+                .await?;
+        let zone =
+            match database_zone {
+                Some(zone) => zone,
+                None if reads_settings => {
+                    let configured: Option<(String,)> = sqlx::query_as(SERVER_ZONE_SQL)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    // Not configured at all: the built-in default.
+                    configured.map_or_else(|| "GMT".to_owned(), |(zone,)| zone)
+                }
+                None => return Ok(Err(
+                    "it may not read the server's configuration: GRANT pg_read_all_settings TO \
+                     the producer's role, or set the database's own: ALTER DATABASE ... SET \
+                     TimeZone = 'UTC'"
+                        .to_owned(),
+                )),
+            };
+        let utc = is_utc_zone(&zone);
+        Ok(Ok((zone, utc)))
+    }
+
     async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
         let mut conn = self.pool.acquire().await?;
         // The clock first, then the sessions: a transaction that started before `db_now` (less
@@ -273,21 +398,8 @@ impl PgSource {
             sqlx::query_as(ACTIVITY_SQL).fetch_one(&mut *conn).await?;
         drop(conn);
         let bound = if hidden > 0 {
-            if self.sees_all.swap(false, Ordering::Relaxed) {
-                tracing::warn!(
-                    sessions = hidden,
-                    delay_ms = self.delay.as_millis(),
-                    "cannot see when other users' transactions started (grant pg_read_all_stats \
-                     to the producer's database user); the read horizon falls back to \
-                     CAPTURE_DELAY_MS for them: a row whose transaction stays open longer than \
-                     that can be missed"
-                );
-            }
-            HorizonBound::WindowOnly
+            HorizonBound::WindowOnly(Blind::HiddenSessions)
         } else {
-            if !self.sees_all.swap(true, Ordering::Relaxed) {
-                tracing::info!("every session's transaction start is visible again");
-            }
             match oldest {
                 Some(started) if started < db_now => HorizonBound::OpenTransaction,
                 _ => HorizonBound::Window,
@@ -307,11 +419,16 @@ impl PgSource {
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon().await?;
+        // A `timestamp` column holds wall-clock time at `offset`.
+        let shift = queries
+            .offset
+            .map(|o| chrono::Duration::seconds(i64::from(o.local_minus_utc())));
+        let to_column = |t: NaiveDateTime| shift.map_or(t, |d| t + d);
         let limit_param = i64::from(limit);
         let rows: Vec<PgRow> = match after {
             None => {
                 sqlx::query(&queries.from_start)
-                    .bind(horizon)
+                    .bind(to_column(horizon))
                     .bind(limit_param)
                     .fetch_all(&self.pool)
                     .await?
@@ -321,8 +438,8 @@ impl PgSource {
                 id: None,
             }) => {
                 sqlx::query(&queries.after_timestamp)
-                    .bind(last_updated)
-                    .bind(horizon)
+                    .bind(to_column(last_updated))
+                    .bind(to_column(horizon))
                     .bind(limit_param)
                     .fetch_all(&self.pool)
                     .await?
@@ -331,7 +448,9 @@ impl PgSource {
                 last_updated,
                 id: Some(id),
             }) => {
-                let query = sqlx::query(&queries.after).bind(last_updated).bind(horizon);
+                let query = sqlx::query(&queries.after)
+                    .bind(to_column(last_updated))
+                    .bind(to_column(horizon));
                 let query = match (id, queries.id_kind) {
                     (RowKey::Int(id), IdKind::Int) => query.bind(id),
                     (RowKey::Text(id), IdKind::Text) => query.bind(id),
@@ -340,10 +459,15 @@ impl PgSource {
                 query.bind(limit_param).fetch_all(&self.pool).await?
             }
         };
-        let rows = rows
+        let mut rows = rows
             .iter()
             .map(|row| source_row(row, queries.id_kind))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(shift) = shift {
+            for row in &mut rows {
+                row.last_updated -= shift;
+            }
+        }
         Ok(Batch {
             caught_up: rows.len() < limit as usize,
             rows,
@@ -386,13 +510,13 @@ impl Source for PgSource {
 mod tests {
     use super::*;
 
-    fn columns(list: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    fn columns(list: &[(&str, &str)]) -> Vec<Column> {
         list.iter()
-            .map(|(n, t)| (n.to_string(), t.to_string(), t.to_string()))
+            .map(|(n, t)| (n.to_string(), t.to_string(), t.to_string(), -1))
             .collect()
     }
 
-    fn prototype_002() -> Vec<(String, String, String)> {
+    fn prototype_002() -> Vec<Column> {
         columns(&[
             ("product_id", "varchar"),
             ("name", "varchar"),
@@ -463,7 +587,7 @@ mod tests {
         );
 
         let mut cols = prototype_002();
-        cols[0] = ("product_id".into(), "uuid".into(), "uuid".into());
+        cols[0] = ("product_id".into(), "uuid".into(), "uuid".into(), -1);
         let err = check_columns(&spec(), &cols).err().unwrap().to_string();
         assert!(
             err.contains("SOURCE_ID_COLUMN") && err.contains("uuid"),
@@ -471,7 +595,7 @@ mod tests {
         );
 
         let mut cols = prototype_002();
-        cols[4] = ("updated_timestamp".into(), "date".into(), "date".into());
+        cols[4] = ("updated_timestamp".into(), "date".into(), "date".into(), -1);
         let err = check_columns(&spec(), &cols).err().unwrap().to_string();
         assert!(err.contains("SOURCE_TIMESTAMP_COLUMN"), "{err}");
     }
