@@ -73,6 +73,7 @@ async fn all_seed_products_arrive_decodable_keyed_and_partitioned_like_the_java_
         body.contains("\"database\"") && body.contains("\"kafka\""),
         "{body}"
     );
+    assert!(body.contains("\"capture_horizon\""), "{body}");
     let (_, metrics) = producer.get("/metrics").await;
     assert!(
         metrics.contains("producer_rows_captured_total 50"),
@@ -415,6 +416,22 @@ async fn without_the_process_privilege_the_horizon_falls_back_to_the_window() {
     let (_, metrics) = producer.get("/metrics").await;
     assert!(
         metrics.contains("producer_horizon_sees_transactions 0"),
+        "{metrics}"
+    );
+    // Not silent: not ready, saying why and how to fix it, and a gauge naming the reason.
+    let (status, body) = producer.get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let check = &ready["checks"]["capture_horizon"];
+    assert_eq!(check["ok"], false, "{body}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("missing_privilege") && detail.contains("GRANT PROCESS"),
+        "{detail}"
+    );
+    assert_eq!(ready["checks"]["database"]["ok"], true, "{body}");
+    assert!(
+        metrics.contains("producer_horizon_degraded{reason=\"missing_privilege\"} 1"),
         "{metrics}"
     );
     producer.stop().await.unwrap();

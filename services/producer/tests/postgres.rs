@@ -17,7 +17,9 @@ use producer::position::RowKey;
 use producer::watermark::Watermark;
 use producer::{Application, Config, StartupError};
 use sqlx::{Connection, PgConnection};
-use support::{config_from, read_decoded, test_env, Received, RunningProducer, PARTITIONS};
+use support::{
+    config_from, read_decoded, startup_error, test_env, Received, RunningProducer, PARTITIONS,
+};
 use testkit::TestPgDatabase;
 
 /// Prototype 002's table, as its README creates it.
@@ -412,16 +414,6 @@ async fn rows_with_a_null_price_or_name_are_rejected_and_counted_while_the_other
     bed.drop_database().await;
 }
 
-/// Runs a producer with `config` and returns its startup error.
-async fn startup_error(config: Config) -> StartupError {
-    let app = Application::build(config).await.expect("builds");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped(shutdown))
-        .await
-        .expect("fails fast")
-        .expect_err("a startup error")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_or_column_is_a_clear_startup_error() {
     let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
@@ -502,5 +494,184 @@ async fn an_integer_id_table_with_timestamptz_uses_the_int_schema() {
     producer.stop().await.unwrap();
     let watermark = Watermark::load(&bed.watermark_path()).unwrap().unwrap();
     assert_eq!(watermark.position.unwrap().id, Some(RowKey::Int(30)));
+    bed.drop_database().await;
+}
+
+/// Runs `sql` statements on the server's `postgres` database (roles, grants, database settings).
+async fn as_admin(statements: &[String]) {
+    let server = testkit::postgres_server_url()
+        .trim_end_matches('/')
+        .to_owned();
+    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("admin connection");
+    for sql in statements {
+        sqlx::raw_sql(sql).execute(&mut admin).await.expect(sql);
+    }
+    admin.close().await.ok();
+}
+
+/// `url` of `db` for another role (trust authentication on the test server).
+fn url_as(db: &TestPgDatabase, role: &str) -> String {
+    let server = testkit::postgres_server_url();
+    let rest = server
+        .trim_start_matches("postgres://")
+        .trim_end_matches('/');
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("postgres://{role}@{host}/{}", db.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_roles_the_producer_may_not_see_turn_readiness_off_and_say_why() {
+    // Without pg_read_all_stats the producer's role sees neither the state nor the transaction
+    // start, nor the backend_type, of another role's session: the fallback must notice it.
+    let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
+    let producer_role = testkit::unique_name("ps_producer");
+    let writer_role = testkit::unique_name("ps_writer");
+    let db = &bed.db.name;
+    as_admin(&[
+        format!("CREATE ROLE {producer_role} LOGIN"),
+        format!("CREATE ROLE {writer_role} LOGIN"),
+        // The producer's role cannot read the server's configuration; the database states its
+        // time zone (for the `timestamp` column).
+        format!("ALTER DATABASE \"{db}\" SET TimeZone = 'UTC'"),
+    ])
+    .await;
+    let mut conn = bed.connect().await;
+    sqlx::raw_sql(&format!(
+        "GRANT SELECT ON products TO {producer_role}; GRANT INSERT ON products TO {writer_role}"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO products (product_id, name, price) VALUES ('P0001', 'First', 1.00)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Any session of another role hides whether it is in a transaction, even an idle one.
+    conn.close().await.unwrap();
+
+    let producer = RunningProducer::start(
+        bed.prototype_config(&[("DATABASE_URL", url_as(&bed.db, &producer_role).as_str())]),
+    )
+    .await;
+    producer.wait_produced(1).await;
+    producer.wait_ready_status(200).await;
+
+    // Another role holds a transaction open.
+    let mut writer = PgConnection::connect(&url_as(&bed.db, &writer_role))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut writer).await.unwrap();
+    sqlx::query("INSERT INTO products (product_id, name, price) VALUES ('HELD', 'Held', 2.00)")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let body = producer.wait_ready_status(503).await;
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let detail = ready["checks"]["capture_horizon"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with("hidden_sessions") && detail.contains("pg_read_all_stats"),
+        "{body}"
+    );
+    let (_, metrics) = producer.get("/metrics").await;
+    assert!(
+        metrics.contains("producer_horizon_sees_transactions 0")
+            && metrics.contains("producer_horizon_degraded{reason=\"hidden_sessions\"} 1"),
+        "{metrics}"
+    );
+
+    // Once the session is gone, the horizon is sound again and the row arrives.
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    writer.close().await.unwrap();
+    producer.wait_ready_status(200).await;
+    producer.wait_produced(2).await;
+    let received = bed.read(2).await;
+    producer.stop().await.unwrap();
+    let mut conn = bed.connect().await;
+    assert_table_arrived_once(&mut conn, &received).await;
+    conn.close().await.ok();
+    bed.drop_database().await;
+    as_admin(&[
+        format!("DROP ROLE {producer_role}"),
+        format!("DROP ROLE {writer_role}"),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_column_of_a_database_in_another_zone_is_refused_unless_the_offset_is_stated() {
+    let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
+    as_admin(&[format!(
+        "ALTER DATABASE \"{}\" SET TimeZone = 'Asia/Kolkata'",
+        bed.db.name
+    )])
+    .await;
+    let err = startup_error(bed.prototype_config(&[])).await.to_string();
+    for part in [
+        "column products.updated_timestamp (SOURCE_TIMESTAMP_COLUMN) is timestamp without time zone",
+        "the server's default time zone is Asia/Kolkata, not UTC",
+        "TYPE timestamptz USING \"updated_timestamp\" AT TIME ZONE 'Asia/Kolkata'",
+        "SOURCE_TIMESTAMP_TIME_ZONE",
+    ] {
+        assert!(err.contains(part), "{part:?} in: {err}");
+    }
+
+    // A writer that keeps the database's zone (the client library here sets UTC when it
+    // connects, so the session sets it back, as psql would have it) writes Indian time.
+    let mut writer = bed.connect().await;
+    sqlx::raw_sql("SET TIME ZONE 'Asia/Kolkata'")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    for i in 1..=5 {
+        sqlx::query(&format!(
+            "INSERT INTO products (product_id, name, price) VALUES ('P{i:04}', 'Product_{i}', {i}.00)"
+        ))
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    }
+    let producer =
+        RunningProducer::start(bed.prototype_config(&[("SOURCE_TIMESTAMP_TIME_ZONE", "+05:30")]))
+            .await;
+    producer.wait_produced(5).await;
+    let received = bed.read(5).await;
+    producer.stop().await.unwrap();
+    let instants: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT product_id, updated_timestamp AT TIME ZONE 'Asia/Kolkata' FROM products",
+    )
+    .fetch_all(&mut writer)
+    .await
+    .unwrap();
+    let got: HashSet<(String, i64)> = received_versions(&received).into_iter().collect();
+    assert_eq!(got.len(), 5);
+    for (id, instant) in instants {
+        assert!(
+            got.contains(&(id.clone(), instant.timestamp_micros())),
+            "{id} at {instant}: {got:?}"
+        );
+    }
+    bed.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_column_in_whole_seconds_is_refused() {
+    let bed = PgBed::new(&PROTOTYPE_002_TABLE.replace(
+        "updated_timestamp TIMESTAMP DEFAULT",
+        "updated_timestamp TIMESTAMP(0) DEFAULT",
+    ))
+    .await;
+    let err = startup_error(bed.prototype_config(&[])).await.to_string();
+    for part in [
+        "column products.updated_timestamp (SOURCE_TIMESTAMP_COLUMN) is timestamp(0) without time zone",
+        "whole seconds",
+        "ALTER TABLE \"products\" ALTER COLUMN \"updated_timestamp\" TYPE timestamp(6)",
+        "CAPTURE_DELAY_MS to at least 1000",
+    ] {
+        assert!(err.contains(part), "{part:?} in: {err}");
+    }
     bed.drop_database().await;
 }

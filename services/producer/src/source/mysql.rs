@@ -507,7 +507,8 @@ impl MySqlSource {
             })
             .collect();
         // Columns `Type`, `Name`, `Status` (by position: prepared, the names may be missing).
-        // As bytes: statement text is printed as its client sent it, not always UTF-8.
+        // As bytes: statement text is printed in its client's character set; the server converts
+        // the output for this connection, and a byte that is not UTF-8 must not fail every read.
         let status: &[u8] = row.try_get_unchecked(2)?;
         let listed_before =
             listed_after + chrono::Duration::from_std(took).unwrap_or(chrono::Duration::MAX / 2);

@@ -267,6 +267,30 @@ pub fn seed_products() -> Vec<(i32, String, String, f64, String)> {
         .collect()
 }
 
+/// Runs a producer with `config` and returns its startup error.
+pub async fn startup_error(config: Config) -> StartupError {
+    let app = Application::build(config).await.expect("builds");
+    let shutdown = CancellationToken::new();
+    tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped(shutdown))
+        .await
+        .expect("fails fast")
+        .expect_err("a startup error")
+}
+
+/// Reads the topic until every row version the table holds now has arrived (or 60 s), and
+/// returns what was read. Panics naming the versions still missing.
+pub async fn read_until_table_arrived(bed: &TestBed, conn: &mut MySqlConnection) -> Vec<Received> {
+    let table = table_versions(conn).await;
+    let received = bed.read(table.len()).await;
+    let counts = count_versions(&received);
+    let missing: Vec<_> = table.iter().filter(|v| !counts.contains_key(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "row versions (id, last_updated µs) that never reached the topic: {missing:?}"
+    );
+    received
+}
+
 /// A producer running in this process.
 pub struct RunningProducer {
     pub port: u16,

@@ -1,0 +1,225 @@
+//! The read horizon against the real MariaDB: transactions listed behind a lock wait, statement
+//! text that imitates InnoDB's listing, and statements that wait for a table lock before their
+//! transaction begins. Each time, every row must reach the topic exactly once.
+
+mod support;
+
+use std::time::Duration;
+
+use sqlx::MySqlConnection;
+use support::{
+    count_versions, insert_products, read_until_table_arrived, RunningProducer, TestBed,
+};
+
+/// A statement whose text imitates InnoDB's listing: dashes (the line InnoDB prints after a lock
+/// wait), the next section's header, a transaction and its connection, both spellings of a
+/// truncation, and the monitor's last lines. Sent as text (`raw_sql`), so the server keeps the
+/// comment.
+const IMITATING: &str = "UPDATE product /*
+-------------------------------
+------------------
+--------
+FILE I/O
+--------
+---TRANSACTION 5, ACTIVE 0 sec
+MariaDB thread id 1, OS thread handle 1, query id 1 localhost root
+... truncated...
+...truncated...
+----------------------------
+END OF INNODB MONITOR OUTPUT
+============================
+*/ SET price = price + 1 WHERE id = 100";
+
+async fn begin(conn: &mut MySqlConnection) {
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+}
+
+/// Rows `ids` committed one by one, 200 ms apart.
+async fn commit_one_by_one(conn: &mut MySqlConnection, ids: std::ops::Range<i32>) {
+    for id in ids {
+        insert_products(&mut *conn, id, 1, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn commit(conn: &mut MySqlConnection) {
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_an_old_transaction_arrives_while_a_newer_one_waits_for_a_row_lock() {
+    // The issue's interleaving: A inserts and stays open 8 s; B holds a row lock; C waits for
+    // it; other rows keep committing. In MariaDB's listing the newest connection comes first,
+    // and a lock wait ends with a line of dashes, before B and A.
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    insert_products(&mut conn, 100, 1, 1).await;
+    let producer = RunningProducer::start(bed.config(&[])).await;
+    producer.wait_produced(1).await;
+
+    let mut a = bed.connect().await;
+    let mut b = bed.connect().await;
+    let mut c = bed.connect().await;
+    begin(&mut a).await;
+    sqlx::query("INSERT INTO product (id, name, category, price) VALUES (1, 'A', 'Cat_1', 1.00)")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    commit_one_by_one(&mut conn, 2..12).await;
+    // 2 s later, B takes a row lock and C waits for it; C's text imitates the listing.
+    begin(&mut b).await;
+    sqlx::query("UPDATE product SET price = 2.00 WHERE id = 100")
+        .execute(&mut b)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        // A query without arguments goes as text (COM_QUERY): the server keeps its comment.
+        sqlx::Executor::execute(&mut c, IMITATING).await.unwrap();
+        c
+    });
+    commit_one_by_one(&mut conn, 12..42).await;
+    assert!(!waiting.is_finished(), "C still waits for B's row lock");
+    assert_eq!(
+        producer.metrics.rows_captured.get(),
+        1,
+        "rows stamped after A's start wait for A (only the first row 100 was read)"
+    );
+
+    commit(&mut a).await;
+    commit(&mut b).await;
+    waiting.await.unwrap();
+    let received = read_until_table_arrived(&bed, &mut conn).await;
+    producer.stop().await.unwrap();
+    assert!(
+        received
+            .iter()
+            .any(|r| r.product.id == 1 && r.product.name == "A"),
+        "A's row reached the topic"
+    );
+    assert!(
+        count_versions(&received).values().all(|&n| n == 1),
+        "no row version twice"
+    );
+    bed.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_behind_lock_tables_write_for_3_s_are_not_lost() {
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    insert_products(&mut conn, 100, 1, 1).await;
+    let producer = RunningProducer::start(bed.config(&[])).await;
+    producer.wait_produced(1).await;
+
+    let mut holder = bed.connect().await;
+    sqlx::raw_sql("LOCK TABLES product WRITE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Writers queue behind the lock, stamped when their statements start: one in an explicit
+    // transaction (it stays open after the wait), one autocommit.
+    let mut in_transaction = bed.connect().await;
+    begin(&mut in_transaction).await;
+    let queued_in_transaction = tokio::spawn(async move {
+        sqlx::query(
+            "INSERT INTO product (id, name, category, price) VALUES (1, 'Queued', 'Cat_1', 1.00)",
+        )
+        .execute(&mut in_transaction)
+        .await
+        .unwrap();
+        in_transaction
+    });
+    let mut autocommit = bed.connect().await;
+    let queued_autocommit = tokio::spawn(async move {
+        sqlx::query(
+            "INSERT INTO product (id, name, category, price) VALUES (2, 'Queued too', NULL, 2.00)",
+        )
+        .execute(&mut autocommit)
+        .await
+        .unwrap();
+    });
+    // The lock's holder writes meanwhile: later stamps, committed before the queued rows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    insert_products(&mut holder, 3, 1, 1).await;
+    sqlx::query("UPDATE product SET price = 5.00 WHERE id = 100")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    queued_autocommit.await.unwrap();
+    let mut in_transaction = queued_in_transaction.await.unwrap();
+    // Rows keep committing while the queued transaction stays open.
+    for id in 4..=10 {
+        insert_products(&mut conn, id, 1, 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    commit(&mut in_transaction).await;
+    let received = read_until_table_arrived(&bed, &mut conn).await;
+    producer.stop().await.unwrap();
+    assert!(
+        received.iter().any(|r| r.product.name == "Queued"),
+        "the row queued in a transaction arrived"
+    );
+    assert!(count_versions(&received).values().all(|&n| n == 1));
+    bed.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_waiting_for_a_metadata_lock_holds_capture_back_until_it_commits() {
+    // The statement reads another table that `LOCK TABLES` holds: stamped when it starts, it
+    // waits for that table's metadata lock before its transaction begins, while other rows of
+    // `product` commit and capture reads on.
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    sqlx::raw_sql(
+        "CREATE TABLE price_list (id INT PRIMARY KEY, price DECIMAL(10, 2) NOT NULL); \
+         INSERT INTO price_list VALUES (1, 9.99)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    insert_products(&mut conn, 100, 1, 1).await;
+    let producer = RunningProducer::start(bed.config(&[])).await;
+    producer.wait_produced(1).await;
+
+    let mut holder = bed.connect().await;
+    sqlx::raw_sql("LOCK TABLES price_list WRITE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut writer = bed.connect().await;
+    let waiting = tokio::spawn(async move {
+        sqlx::query(
+            "INSERT INTO product (id, name, category, price) \
+             SELECT 1, 'Waited', 'Cat_1', price FROM price_list WHERE id = 1",
+        )
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    });
+    for id in 2..=21 {
+        insert_products(&mut conn, id, 1, 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(!waiting.is_finished(), "the statement still waits");
+    assert_eq!(
+        producer.metrics.rows_captured.get(),
+        1,
+        "rows stamped after the waiting statement's start wait for it"
+    );
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    waiting.await.unwrap();
+    let received = read_until_table_arrived(&bed, &mut conn).await;
+    producer.stop().await.unwrap();
+    assert!(received.iter().any(|r| r.product.name == "Waited"));
+    assert!(count_versions(&received).values().all(|&n| n == 1));
+    bed.drop_database().await;
+}
