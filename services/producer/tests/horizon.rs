@@ -223,3 +223,41 @@ async fn a_statement_waiting_for_a_metadata_lock_holds_capture_back_until_it_com
     assert!(count_versions(&received).values().all(|&n| n == 1));
     bed.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_process_list_queries_list_a_running_statement_with_its_running_time() {
+    // MySQL's variant uses only the columns MariaDB shares with it (`TIME`), so both can be
+    // checked here; the producer picks one by the server's VERSION().
+    use producer::source::mysql::{ROUND_SQL_MARIADB, ROUND_SQL_MYSQL};
+    let bed = TestBed::new().await;
+    let mut sleeper = bed.connect().await;
+    let (id,): (u64,) = sqlx::query_as("SELECT CONNECTION_ID()")
+        .fetch_one(&mut sleeper)
+        .await
+        .unwrap();
+    let sleeping = tokio::spawn(async move {
+        sqlx::query("SELECT SLEEP(2.5)")
+            .execute(&mut sleeper)
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = bed.connect().await;
+    for (sql, resolution_us) in [(ROUND_SQL_MARIADB, 1_000), (ROUND_SQL_MYSQL, 1_000_000)] {
+        let rows: Vec<(chrono::NaiveDateTime, u64, Option<i64>, Option<i64>)> =
+            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+        let own = rows[0].1;
+        assert!(rows.iter().all(|r| r.1 == own && r.2 != Some(own as i64)));
+        let micros = rows
+            .iter()
+            .find(|r| r.2 == Some(id as i64))
+            .and_then(|r| r.3)
+            .unwrap_or_else(|| panic!("the sleeping statement is listed: {rows:?}"));
+        assert!(
+            (1_500_000 - resolution_us..2_500_000).contains(&micros),
+            "{micros} µs"
+        );
+    }
+    sleeping.await.unwrap();
+    bed.drop_database().await;
+}

@@ -15,7 +15,7 @@ use common::product::ProductId;
 use common::registry::{RegistryClient, RegistryConfig};
 use producer::position::RowKey;
 use producer::watermark::Watermark;
-use producer::{Application, Config, StartupError};
+use producer::Config;
 use sqlx::{Connection, PgConnection};
 use support::{
     config_from, read_decoded, startup_error, test_env, Received, RunningProducer, PARTITIONS,

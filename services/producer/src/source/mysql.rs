@@ -32,7 +32,7 @@ const TABLE_ACCESS_DENIED: u16 = 1142;
 /// statement's running time in `TIME_MS` (milliseconds with microsecond precision, not changed
 /// by `SET TIMESTAMP`); `QUERY_ID` is not used, because a stored procedure's statements get new
 /// ids while their command's time runs on.
-const ROUND_SQL_MARIADB: &str = "\
+pub const ROUND_SQL_MARIADB: &str = "\
     SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
            CAST(p.ID AS SIGNED) AS connection_id, \
            CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
@@ -41,7 +41,7 @@ const ROUND_SQL_MARIADB: &str = "\
         ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
 
 /// The same for MySQL, whose process list has whole seconds only (`TIME`).
-const ROUND_SQL_MYSQL: &str = "\
+pub const ROUND_SQL_MYSQL: &str = "\
     SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
            CAST(p.ID AS SIGNED) AS connection_id, \
            CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
@@ -815,7 +815,7 @@ mod tests {
                 err.contains("column product.last_updated (SOURCE_TIMESTAMP_COLUMN)")
                     && err.contains(&format!("is {}", ts.1))
                     && err.contains("MODIFY `last_updated`")
-                    && err.contains(&format!("(6)"))
+                    && err.contains("(6)")
                     && err.contains(&format!("CAPTURE_DELAY_MS to at least {needed}")),
                 "{ts:?}, {delay_ms} ms: {err}"
             );

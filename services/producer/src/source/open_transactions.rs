@@ -527,7 +527,8 @@ mod tests {
         // C's statement). The dashes after C's lock wait, C's `FILE I/O` and `... truncated...`
         // lines and the trailer it imitates end nothing.
         let open = parse_innodb_status(MARIADB_LOCK_WAIT, 12345).unwrap();
-        let seen: Vec<(Option<u64>, &str, Option<u64>, Option<u64>)> = open
+        type Seen<'a> = (Option<u64>, &'a str, Option<u64>, Option<u64>);
+        let seen: Vec<Seen<'_>> = open
             .iter()
             .map(|t| (t.connection, t.id.as_str(), t.rw_id, t.active_seconds))
             .collect();
@@ -867,12 +868,18 @@ mod tests {
         };
         let mut bounds = HorizonBounds::default();
         assert_eq!(
-            bounds.observe(&listing("2024-05-01 10:47:04.000", &[committing.clone()])),
+            bounds.observe(&listing(
+                "2024-05-01 10:47:04.000",
+                std::slice::from_ref(&committing)
+            )),
             Some(NaiveDateTime::MIN),
             "first listing, no age: nothing bounds it"
         );
         assert_eq!(
-            bounds.observe(&listing("2024-05-01 10:47:04.050", &[committing.clone()])),
+            bounds.observe(&listing(
+                "2024-05-01 10:47:04.050",
+                std::slice::from_ref(&committing)
+            )),
             Some(t("2024-05-01 10:47:04.000"))
         );
         assert_eq!(
