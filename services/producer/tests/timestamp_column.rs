@@ -7,7 +7,13 @@ mod support;
 use std::time::Duration;
 
 use sqlx::MySqlConnection;
-use support::{count_versions, insert_products, startup_error, RunningProducer, TestBed};
+use support::{
+    assert_mentions, count_versions, insert_products, startup_error, RunningProducer, TestBed,
+};
+
+/// MySQL's default precision for `last_updated`.
+const WHOLE_SECONDS: &str = "ALTER TABLE product MODIFY last_updated TIMESTAMP NOT NULL \
+                             DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP";
 
 async fn execute(conn: &mut MySqlConnection, sql: &str) {
     sqlx::raw_sql(sql).execute(&mut *conn).await.unwrap();
@@ -19,22 +25,18 @@ async fn a_timestamp_column_in_whole_seconds_is_refused_naming_it_its_type_and_t
     // capture already passed, and its final state would never be read.
     let bed = TestBed::new().await;
     let mut conn = bed.connect().await;
-    execute(
-        &mut conn,
-        "ALTER TABLE product MODIFY last_updated TIMESTAMP NOT NULL \
-         DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP",
-    )
-    .await;
+    execute(&mut conn, WHOLE_SECONDS).await;
     insert_products(&mut conn, 1, 3, 3).await;
     let err = startup_error(bed.config(&[])).await.to_string();
-    for part in [
-        "column product.last_updated (SOURCE_TIMESTAMP_COLUMN) is timestamp",
-        "whole seconds",
-        "ALTER TABLE `product` MODIFY `last_updated` TIMESTAMP(6)",
-        "CAPTURE_DELAY_MS to at least 1000",
-    ] {
-        assert!(err.contains(part), "{part:?} in: {err}");
-    }
+    assert_mentions(
+        &err,
+        &[
+            "column product.last_updated (SOURCE_TIMESTAMP_COLUMN) is timestamp",
+            "whole seconds",
+            "ALTER TABLE `product` MODIFY `last_updated` TIMESTAMP(6)",
+            "CAPTURE_DELAY_MS to at least 1000",
+        ],
+    );
     assert!(!bed.watermark_path().exists(), "nothing was captured");
     bed.drop_database().await;
 }
@@ -44,12 +46,7 @@ async fn whole_seconds_with_a_delay_of_a_second_capture_the_last_of_two_changes_
     // The other fix the message offers: CAPTURE_DELAY_MS covers one unit of the precision.
     let bed = TestBed::new().await;
     let mut conn = bed.connect().await;
-    execute(
-        &mut conn,
-        "ALTER TABLE product MODIFY last_updated TIMESTAMP NOT NULL \
-         DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP",
-    )
-    .await;
+    execute(&mut conn, WHOLE_SECONDS).await;
     let producer = RunningProducer::start(bed.config(&[("CAPTURE_DELAY_MS", "1000")])).await;
     producer.wait_ready_status(200).await;
     // Insert, then change twice 300 ms apart within one second (another product if the second

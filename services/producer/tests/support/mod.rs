@@ -277,6 +277,13 @@ pub async fn startup_error(config: Config) -> StartupError {
         .expect_err("a startup error")
 }
 
+/// Asserts that `text` (an error message) mentions every one of `parts`.
+pub fn assert_mentions(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} in: {text}");
+    }
+}
+
 /// Reads the topic until every row version the table holds now has arrived (or 60 s), and
 /// returns what was read. Panics naming the versions still missing.
 pub async fn read_until_table_arrived(bed: &TestBed, conn: &mut MySqlConnection) -> Vec<Received> {
