@@ -144,20 +144,6 @@ else
     start_tansu "$storage" "$NATIVE_LOG_DIR/tansu.log" "$NATIVE_DIR/tansu.pid"
 fi
 
-# --- database -----------------------------------------------------------------------------------
-case "$DATABASE_URL" in
-mysql://*@127.0.0.1:3306/* | mysql://*@localhost:3306/* | mariadb://*@127.0.0.1:3306/*)
-    ensure_mariadb "$NATIVE_DIR/mariadb.pid"
-    db_name="${DATABASE_URL##*/}"
-    db_name="${db_name%%\?*}"
-    [[ "$db_name" =~ ^[A-Za-z0-9_]+$ ]] || die "cannot tell the database name from DATABASE_URL"
-    mariadb_client --protocol=tcp -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot \
-        -e "CREATE DATABASE IF NOT EXISTS \`$db_name\`" || die "could not create database $db_name"
-    info "MySQL: MariaDB on $MYSQL_HOST:$MYSQL_PORT, database $db_name"
-    ;;
-*) info "MySQL: using DATABASE_URL as given (not the local MariaDB)" ;;
-esac
-
 # --- build --------------------------------------------------------------------------------------
 for addr in "$UPDATER_ADDR" "$PRODUCER_ADDR"; do
     port_open "${addr%:*}" "${addr##*:}" && die "port ${addr##*:} is already in use; is another pipeline running?"
@@ -229,6 +215,20 @@ if create_topic; then
     launch_consumers
     CONSUMERS_LAUNCHED=1
 fi
+
+# --- database -----------------------------------------------------------------------------------
+case "$DATABASE_URL" in
+mysql://*@127.0.0.1:3306/* | mysql://*@localhost:3306/* | mariadb://*@127.0.0.1:3306/*)
+    ensure_mariadb "$NATIVE_DIR/mariadb.pid"
+    db_name="${DATABASE_URL##*/}"
+    db_name="${db_name%%\?*}"
+    [[ "$db_name" =~ ^[A-Za-z0-9_]+$ ]] || die "cannot tell the database name from DATABASE_URL"
+    mariadb_client --protocol=tcp -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot \
+        -e "CREATE DATABASE IF NOT EXISTS \`$db_name\`" || die "could not create database $db_name"
+    info "MySQL: MariaDB on $MYSQL_HOST:$MYSQL_PORT, database $db_name"
+    ;;
+*) info "MySQL: using DATABASE_URL as given (not the local MariaDB)" ;;
+esac
 
 # --- schema registry ----------------------------------------------------------------------------
 if http_ok "$SCHEMA_REGISTRY_URL/health" || http_ok "$SCHEMA_REGISTRY_URL/subjects"; then
