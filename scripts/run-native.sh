@@ -8,7 +8,9 @@
 #   MySQL            the local MariaDB on 127.0.0.1:3306 (started, or installed, if needed)
 #   schema registry  dev-schema-registry on 127.0.0.1:8081 (for development only)
 #   product-updater  http://127.0.0.1:9101   seeds data/products.csv, then keeps changing prices
-#   producer         http://127.0.0.1:9102   creates the topic, streams changes to Kafka
+#   topic            created first with the tansu CLI (else by the producer), so that the
+#                    consumers can start at once and join the group while the rest starts
+#   producer         http://127.0.0.1:9102   streams changes to Kafka
 #   consumer x N     http://127.0.0.1:911N   (consumer_N serves on 9110+N; default N = 5)
 #
 # Output of the consumers: consumer_logs/consumer_N/consumer_log.json. Process logs:
