@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::avro::{decode_product, unframe, IdKind};
+use common::avro::{decode_product, own_schema_kind, unframe, IdKind};
 use common::kafka::KafkaConfig;
 use common::product::ProductId;
 use common::registry::RegistryClient;
@@ -177,6 +177,9 @@ pub async fn read_back(
     let records = read_raw(kafka, topic, from).await?;
     let mut delivered = DeliveredRows::default();
     let mut undecodable = 0usize;
+    // Writer schemas with the canonical form of ours (our earlier registered versions among
+    // them), by id: their records are read as ours, once checked per id.
+    let mut own_kinds: HashMap<u32, Option<IdKind>> = HashMap::new();
     for record in records {
         let Some(payload) = record.payload else {
             undecodable += 1;
@@ -187,7 +190,14 @@ pub async fn read_back(
                 decode_product(our_id_kind.schema(), datum).ok()
             }
             Ok((id, datum)) => match registry.schema(id).await {
-                Ok(schema) => decode_product(&schema, datum).ok(),
+                Ok(schema) => match *own_kinds
+                    .entry(id)
+                    .or_insert_with(|| own_schema_kind(&schema))
+                {
+                    Some(kind) => decode_product(kind.schema(), datum),
+                    None => decode_product(&schema, datum),
+                }
+                .ok(),
                 Err(e) => {
                     tracing::warn!(schema_id = id, error = %e, "cannot fetch a writer schema during read-back");
                     None

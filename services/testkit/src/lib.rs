@@ -15,6 +15,12 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::{Connection, MySqlConnection, PgConnection};
 
+/// Our product value schema as registered before `last_updated_micros` became a plain `long`
+/// (it carried the `timestamp-micros` logical type). Records written with it stay in topics and
+/// must still be read.
+pub const EARLIER_PRODUCT_SCHEMA_JSON: &str =
+    include_str!("../../../schemas/history/product_value.timestamp-micros.avsc");
+
 /// The test broker.
 pub fn kafka() -> KafkaConfig {
     KafkaConfig::plaintext(

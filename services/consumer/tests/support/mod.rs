@@ -239,6 +239,7 @@ pub struct LogLine {
     pub category: Option<String>,
     pub price: f64,
     pub last_updated: String,
+    pub last_updated_micros: Option<i64>,
     pub discount_price: Option<f64>,
     pub topic: String,
     pub partition: i32,
