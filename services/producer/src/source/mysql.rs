@@ -140,7 +140,7 @@ fn check_columns(
     columns: &[(String, String, String)],
 ) -> Result<(), SourceError> {
     if columns.is_empty() {
-        return Err(SourceError::Table(format!(
+        return Err(SourceError::TableMissing(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
              cannot see it"
         )));
