@@ -112,3 +112,51 @@ async fn a_consumer_started_before_the_registry_answers_waits_then_consumes() {
     bed.wait_for_ids(&(1..=10).collect(), LONG).await;
     app.stop().await;
 }
+
+/// `TOPIC` becomes a directory of the stage sink (`STAGE_DIR/<topic>/`): a value that is not a
+/// Kafka topic name, such as `../outside`, must stop the start with an error naming the
+/// variable, before anything is created outside `STAGE_DIR`.
+#[test]
+fn a_topic_that_is_not_a_kafka_topic_name_stops_the_start_before_any_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    let logs = dir.path().join("logs");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .env_clear()
+        .env("TOPIC", "../outside")
+        .env("CONSUMER_SINK", "stage")
+        .env("STAGE_DIR", &stage)
+        .env("CONSUMER_LOGS_DIR", &logs)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            testkit::kafka().bootstrap_servers,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("the consumer started with TOPIC=../outside:\n{stderr}"));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("TOPIC=\"../outside\"") && stderr.contains("Kafka topic name"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("outside").exists());
+    assert!(!stage.exists(), "nothing written");
+}
