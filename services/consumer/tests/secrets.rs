@@ -23,8 +23,8 @@ fn consumer(bed: &Bed, port: u16, env: &[(&str, &str)]) -> Command {
     command
 }
 
-/// The registry answers only after a few seconds (its errors are logged meanwhile), then the
-/// records are consumed.
+/// The registry answers only after 12 s (longer than joining the group and fetching the first
+/// records takes, so its errors are logged meanwhile), then the records are consumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_key_and_secret_in_the_url_never_reach_logs_or_endpoints() {
     let bed = Bed::new(2).await;
@@ -34,7 +34,7 @@ async fn a_registry_key_and_secret_in_the_url_never_reach_logs_or_endpoints() {
     let subject = format!("{}-value", bed.topic.name);
     let schema_id = bed.schema_id;
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
         let registry = testkit::spawn_registry_on(registry_port).await;
         let id =
             common::registry::RegistryClient::new(common::registry::RegistryConfig::new(&registry))
@@ -45,7 +45,7 @@ async fn a_registry_key_and_secret_in_the_url_never_reach_logs_or_endpoints() {
     });
     let port = testkit::free_port();
     let command = consumer(&bed, port, &[("SCHEMA_REGISTRY_URL", &url)]);
-    let text = run_and_collect(command, port, &ENDPOINTS, Duration::from_secs(20)).await;
+    let text = run_and_collect(command, port, &ENDPOINTS, Duration::from_secs(30)).await;
     assert_eq!(bed.log_lines().len(), 5, "the run consumed:\n{text}");
     assert!(
         text.contains(&format!("127.0.0.1:{registry_port}")),
