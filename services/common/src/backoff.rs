@@ -47,6 +47,13 @@ impl Backoff {
         self.next = self.initial;
     }
 
+    /// The wait after the `failures`-th failure in a row (1 = the first), for callers that keep
+    /// a failure count instead of a `Backoff`: `initial` doubled per failure, up to `max`.
+    pub fn delay_after(initial: Duration, max: Duration, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        initial.saturating_mul(1 << doublings).min(max)
+    }
+
     /// Sleeps `delay`; returns `false` at once if `shutdown` is cancelled meanwhile.
     pub async fn sleep(delay: Duration, shutdown: &CancellationToken) -> bool {
         tokio::select! {
@@ -133,6 +140,12 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        let counted: Vec<_> = (1..=9)
+            .map(|n| Backoff::delay_after(initial, max, n).as_millis())
+            .collect();
+        assert_eq!(counted, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
+        assert_eq!(Backoff::delay_after(initial, max, u32::MAX), max);
         let mut standard = Backoff::standard();
         let last = (0..100).map(|_| standard.next_delay()).last();
         assert_eq!(last, Some(MAX_DELAY));
