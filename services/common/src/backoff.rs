@@ -144,7 +144,10 @@ mod tests {
         let counted: Vec<_> = (1..=9)
             .map(|n| Backoff::delay_after(initial, max, n).as_millis())
             .collect();
-        assert_eq!(counted, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
+        assert_eq!(
+            counted,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
+        );
         assert_eq!(Backoff::delay_after(initial, max, u32::MAX), max);
         let mut standard = Backoff::standard();
         let last = (0..100).map(|_| standard.next_delay()).last();

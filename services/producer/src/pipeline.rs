@@ -2,7 +2,7 @@
 //! the next ones; advance the durable watermark batch by batch, in order, once every record of a
 //! batch is acknowledged.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +114,51 @@ struct LoopState {
     /// Row versions `(key, last_updated_micros)` whose record failed while Kafka refused records
     /// for what they are (the broker refuses a bad record's whole batch, and the records after it
     /// fail with it): the replay sends each alone, and sets aside only those Kafka refuses alone.
-    suspects: HashSet<(String, i64)>,
+    suspects: Suspects,
+}
+
+/// Row versions under suspicion, by `last_updated_micros` then key: the capture loop asks for
+/// every row while there are any, without allocating.
+#[derive(Debug, Default)]
+struct Suspects {
+    by_micros: BTreeMap<i64, Vec<String>>,
+}
+
+impl Suspects {
+    fn is_empty(&self) -> bool {
+        self.by_micros.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.by_micros.values().map(Vec::len).sum()
+    }
+
+    fn insert(&mut self, (key, micros): (String, i64)) {
+        let keys = self.by_micros.entry(micros).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    /// Whether `(key, micros)` was a suspect (it is not any more).
+    fn remove(&mut self, key: &str, micros: i64) -> bool {
+        let Some(keys) = self.by_micros.get_mut(&micros) else {
+            return false;
+        };
+        let Some(index) = keys.iter().position(|k| k == key) else {
+            return false;
+        };
+        keys.swap_remove(index);
+        if keys.is_empty() {
+            self.by_micros.remove(&micros);
+        }
+        true
+    }
+
+    /// Forgets the suspects stamped before `micros`: the watermark passed them.
+    fn forget_before(&mut self, micros: i64) {
+        self.by_micros = self.by_micros.split_off(&micros);
+    }
 }
 
 impl Pipeline {
@@ -182,7 +226,7 @@ impl Pipeline {
             delivered,
             horizon_bound: None,
             watermark_file: WatermarkWriter::spawn(self.watermark_path.clone()),
-            suspects: HashSet::new(),
+            suspects: Suspects::default(),
         };
         self.readiness.set(CAPTURE_CHECK, true, "capturing");
         tracing::info!(
@@ -322,7 +366,7 @@ impl Pipeline {
     async fn produce(
         &mut self,
         delivered: &DeliveredRows,
-        suspects: &mut HashSet<(String, i64)>,
+        suspects: &mut Suspects,
         batch: &Batch,
         shutdown: &CancellationToken,
     ) -> Result<AckFuture, KafkaError> {
@@ -352,8 +396,7 @@ impl Pipeline {
             let rejection = match encoder.encode(row) {
                 Err(rejection) => rejection,
                 Ok(record) => {
-                    let suspect =
-                        !suspects.is_empty() && suspects.remove(&(record.key.to_owned(), micros));
+                    let suspect = !suspects.is_empty() && suspects.remove(record.key, micros);
                     if suspect {
                         match self
                             .produce_alone(&acks, record.key.as_bytes(), record.value, shutdown)
@@ -484,6 +527,11 @@ impl Pipeline {
         }
         if let Some(end) = batch.end {
             state.delivered.forget_through(&end);
+            if !state.suspects.is_empty() {
+                state
+                    .suspects
+                    .forget_before(end.last_updated.and_utc().timestamp_micros());
+            }
             self.watermark.position = Some(end);
         }
         self.watermark.next_offsets = durable_offsets(&state.acknowledged, &state.delivered);
@@ -695,6 +743,23 @@ pub fn describe_position(position: Option<&Position>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspects_are_found_by_key_and_time_and_forgotten_once_passed() {
+        let mut suspects = Suspects::default();
+        suspects.insert(("7".into(), 10));
+        suspects.insert(("8".into(), 10));
+        suspects.insert(("7".into(), 20));
+        suspects.insert(("7".into(), 20));
+        assert_eq!(suspects.len(), 3);
+        assert!(!suspects.remove("7", 11));
+        assert!(suspects.remove("7", 10));
+        assert!(!suspects.remove("7", 10), "only once");
+        suspects.forget_before(20);
+        assert_eq!(suspects.len(), 1);
+        assert!(suspects.remove("7", 20));
+        assert!(suspects.is_empty());
+    }
 
     #[test]
     fn positions_read_well_in_logs() {

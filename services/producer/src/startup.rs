@@ -1,9 +1,11 @@
 //! Building and running the producer: `Application::build(config)` binds HTTP and loads the
 //! watermark (a corrupt one fails here) — or, with `SOURCE=csv`, checks the CSV file, its header,
-//! the value schema and the position file; `run_until_stopped` checks the source table (a missing
-//! table or column fails here), registers the value schema for its kind of id, makes sure the
-//! topic exists, reads back what reached it after the watermark, and runs capture (or the CSV
-//! loop, [`crate::csv_source`]).
+//! the value schema and the position file; `run_until_stopped` serves HTTP and then waits, with
+//! backoff and the `capture` readiness check false, for each dependency in turn: the source table
+//! (the database and the table may not exist yet; a missing column or a wrong type fails here),
+//! the registry (the value schema for its kind of id), the broker (the topic and the dead-letter
+//! topic, created if missing) and the read-back of what reached the topic after the watermark;
+//! then it runs capture (or the CSV loop, [`crate::csv_source`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,8 @@
 //!
 //! **Bad rows** (wrong number of fields, invalid UTF-8, empty key, a cell that does not convert
 //! to its Avro field, a record over 1 MiB) are logged with their line number and reason, counted
-//! in `producer_rows_rejected_total{reason}`, sent to `DEAD_LETTER_TOPIC` when set, and skipped.
+//! in `producer_rows_rejected_total{reason}`, sent to `DEAD_LETTER_TOPIC` (unless `none`), and
+//! skipped; so is a row whose record is larger than Kafka takes.
 //!
 //! **No duplicates after a kill.** Every record carries two headers, `csv_path` (the file's
 //! absolute path) and `csv_offset` (the byte offset of its first byte). The position file keeps,

@@ -391,6 +391,16 @@ impl Proxy {
 
     /// A proxy on a given listener (when the port must be known before the upstream starts).
     pub fn serve(listener: TcpListener, upstream: String) -> Self {
+        Self::serve_as(listener, upstream, false)
+    }
+
+    /// A proxy in front of a Kafka broker: it reads the requests' frames, so that
+    /// [`Proxy::block_reads`] can refuse reads.
+    pub fn serve_kafka(listener: TcpListener, upstream: String) -> Self {
+        Self::serve_as(listener, upstream, true)
+    }
+
+    fn serve_as(listener: TcpListener, upstream: String, kafka: bool) -> Self {
         let port = listener.local_addr().expect("proxy address").port();
         let up = Arc::new(Mutex::new(true));
         let reads_blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -409,13 +419,19 @@ impl Proxy {
                 let upstream = upstream.clone();
                 let reads_blocked = Arc::clone(&reads_blocked2);
                 let task = tokio::spawn(async move {
-                    if let Ok(outbound) = TcpStream::connect(&upstream).await {
-                        let (in_read, mut in_write) = inbound.into_split();
-                        let (mut out_read, out_write) = outbound.into_split();
-                        tokio::select! {
-                            () = forward_requests(in_read, out_write, reads_blocked) => {}
-                            _ = tokio::io::copy(&mut out_read, &mut in_write) => {}
-                        }
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if !kafka {
+                        let mut inbound = inbound;
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                    let (in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, out_write) = outbound.into_split();
+                    tokio::select! {
+                        () = forward_requests(in_read, out_write, reads_blocked) => {}
+                        _ = tokio::io::copy(&mut out_read, &mut in_write) => {}
                     }
                 });
                 connections2.lock().unwrap().push(task);
@@ -429,8 +445,9 @@ impl Proxy {
         }
     }
 
-    /// Closes every connection that sends a Fetch or ListOffsets request from now on (and the
-    /// open ones), as a broker whose partitions have no leader would fail them.
+    /// Closes every connection that sends a Fetch or ListOffsets request from now on, as a broker
+    /// whose partitions have no leader would fail them (a Kafka proxy only:
+    /// [`Proxy::serve_kafka`]).
     pub fn block_reads(&self) {
         self.reads_blocked
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -513,7 +530,7 @@ impl PrivateBroker {
         )
         .await;
         Self {
-            proxy: Proxy::serve(proxy_listener, upstream),
+            proxy: Proxy::serve_kafka(proxy_listener, upstream),
             child,
         }
     }
