@@ -140,6 +140,15 @@ impl Env {
             .map_err(|_| invalid(name, &value, "an address like 127.0.0.1:8080"))
     }
 
+    /// A Kafka topic name from `name` (or `default`): 1 to 249 ASCII letters, digits, `.`, `_`
+    /// and `-`, and neither `.` nor `..` (Kafka's rules, [`check_topic_name`]). Checked before it
+    /// is used anywhere, such as in file paths (`STAGE_DIR/<topic>/...`).
+    pub fn topic_name(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        let topic = self.string(name, default);
+        check_topic_name(&topic).map_err(|expected| invalid(name, &topic, &expected))?;
+        Ok(topic)
+    }
+
     pub fn one_of(
         &self,
         name: &str,
@@ -199,7 +208,7 @@ impl TopicConfig {
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            name: topic_name(env, "TOPIC", Self::DEFAULT_NAME)?,
+            name: env.topic_name("TOPIC", Self::DEFAULT_NAME)?,
             partitions: env.parse_checked(
                 "TOPIC_PARTITIONS",
                 Self::DEFAULT_PARTITIONS,
@@ -208,15 +217,6 @@ impl TopicConfig {
             )?,
         })
     }
-}
-
-/// A Kafka topic name from `name` (or `default`): 1 to 249 ASCII letters, digits, `.`, `_` and
-/// `-`, and neither `.` nor `..` (Kafka's rules). Checked before it is used anywhere, such as in
-/// file paths (`STAGE_DIR/<topic>/...`).
-pub fn topic_name(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
-    let topic = env.string(name, default);
-    check_topic_name(&topic).map_err(|expected| invalid(name, &topic, &expected))?;
-    Ok(topic)
 }
 
 /// Kafka's topic name rules; the error says what is expected.

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{topic_name, ConfigError, Env, TopicConfig};
+use common::config::{ConfigError, Env, TopicConfig};
 use common::kafka::KafkaConfig;
 use common::registry::RegistryConfig;
 
@@ -144,7 +144,7 @@ impl Config {
                 gzip: env.bool("STAGE_GZIP", false)?,
             },
             "topic" => SinkConfig::Topic {
-                topic: topic_name(env, "OUTPUT_TOPIC", &format!("processed-{topic}"))?,
+                topic: env.topic_name("OUTPUT_TOPIC", &format!("processed-{topic}"))?,
                 partitions: match env.optional("OUTPUT_TOPIC_PARTITIONS") {
                     None => None,
                     Some(_) => Some(env.parse_checked(
@@ -206,7 +206,7 @@ impl Config {
             group: env.string("CONSUMER_GROUP", Self::DEFAULT_GROUP),
             logs_dir: PathBuf::from(env.string("CONSUMER_LOGS_DIR", Self::DEFAULT_LOGS_DIR)),
             slot,
-            dlq_topic: topic_name(env, "CONSUMER_DLQ_TOPIC", &format!("{topic}.dlq"))?,
+            dlq_topic: env.topic_name("CONSUMER_DLQ_TOPIC", &format!("{topic}.dlq"))?,
             dlq_replication_factor: env.parse_checked(
                 "CONSUMER_DLQ_REPLICATION_FACTOR",
                 1,

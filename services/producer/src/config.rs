@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{database_url, redact_url, topic_name, ConfigError, Env, Secret, TopicConfig};
+use common::config::{database_url, redact_url, ConfigError, Env, Secret, TopicConfig};
 use common::kafka::KafkaConfig;
 use common::registry::RegistryConfig;
 
@@ -216,11 +216,7 @@ impl Config {
         let topic = TopicConfig::from_env(env)?;
         let dead_letter_topic = match env.optional("DEAD_LETTER_TOPIC").as_deref() {
             Some(Self::NO_DEAD_LETTER_TOPIC) => None,
-            _ => Some(topic_name(
-                env,
-                "DEAD_LETTER_TOPIC",
-                &format!("{}.dlq", topic.name),
-            )?),
+            _ => Some(env.topic_name("DEAD_LETTER_TOPIC", &format!("{}.dlq", topic.name))?),
         };
         let source = SourceKind::from_env(env)?;
         let default_watermark_path = match source {
