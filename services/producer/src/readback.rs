@@ -186,20 +186,27 @@ pub async fn end_offsets(
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create()?;
         (0..partitions)
-            .map(|partition| {
-                let (_, end) = consumer
-                    .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
-                    .map_err(|source| ReadBackError::End {
-                        topic: topic.clone(),
-                        partition,
-                        source,
-                    })?;
-                Ok((partition, end))
-            })
+            .map(|partition| Ok((partition, partition_end(&consumer, &topic, partition)?)))
             .collect()
     })
     .await
     .map_err(|_| ReadBackError::Kafka(KafkaError::Canceled))?
+}
+
+/// The end (high watermark) of `partition`, from its leader.
+fn partition_end<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ReadBackError> {
+    let (_, end) = consumer
+        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        .map_err(|source| ReadBackError::End {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        })?;
+    Ok(end)
 }
 
 /// The read-back consumer's context: reaching the end of a partition is what the read-back waits
@@ -349,13 +356,7 @@ pub async fn read_raw(
         let mut assignment = TopicPartitionList::new();
         let mut reads: BTreeMap<i32, PartitionRead> = BTreeMap::new();
         for (&partition, &offset) in &from {
-            let (_, end) = consumer
-                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
-                .map_err(|source| ReadBackError::End {
-                    topic: topic.clone(),
-                    partition,
-                    source,
-                })?;
+            let end = partition_end(&consumer, &topic, partition)?;
             let start = (offset - MAX_RECORDS_PER_BATCH).max(0);
             // Nothing at or after `start`: with batches of at most MAX_RECORDS_PER_BATCH records,
             // the last batch starts at or after `end - 1`, so it ends before `offset`.

@@ -470,13 +470,10 @@ async fn a_missing_table_is_waited_for_and_captured_once_created() {
     assert!(!producer.handle.is_finished(), "still running: {body}");
 
     let mut conn = bed.connect().await;
-    sqlx::query(
-        "CREATE TABLE product (id INTEGER PRIMARY KEY, name TEXT NOT NULL, category TEXT, \
-         price NUMERIC(10,2) NOT NULL, last_updated TIMESTAMP NOT NULL DEFAULT now())",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    sqlx::query(support::PG_PRODUCT_TABLE)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO product (id, name, category, price) VALUES (1, 'One', 'Cat_1', 1.50)")
         .execute(&mut conn)
         .await

@@ -3,6 +3,8 @@
 //! `sslpassword` query parameter, `KAFKA_SASL_PASSWORD`, `SCHEMA_REGISTRY_PASSWORD`, or a
 //! `key:secret@` in `SCHEMA_REGISTRY_URL`; also when the start fails on a bad value.
 
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,13 +31,10 @@ fn producer(port: u16, dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
 async fn secrets_in_urls_and_query_parameters_never_reach_logs_or_endpoints() {
     let db = TestPgDatabase::create().await;
     let mut conn = db.connect().await;
-    sqlx::query(
-        "CREATE TABLE product (id INTEGER PRIMARY KEY, name TEXT NOT NULL, category TEXT, \
-         price NUMERIC(10,2) NOT NULL, last_updated TIMESTAMP NOT NULL DEFAULT now())",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    sqlx::query(support::PG_PRODUCT_TABLE)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO product (id, name, price) VALUES (1, 'One', 1.00)")
         .execute(&mut conn)
         .await

@@ -25,6 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 pub const PARTITIONS: i32 = 10;
 
+/// An integer-id PostgreSQL table of the product's shape, under the producer's default names.
+pub const PG_PRODUCT_TABLE: &str = "CREATE TABLE product (id INTEGER PRIMARY KEY, \
+    name TEXT NOT NULL, category TEXT, price NUMERIC(10,2) NOT NULL, \
+    last_updated TIMESTAMP NOT NULL DEFAULT now())";
+
 /// One test's private world.
 pub struct TestBed {
     pub db: TestDatabase,
