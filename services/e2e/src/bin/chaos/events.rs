@@ -237,12 +237,7 @@ impl Injector<'_> {
             p.start()?;
             anyhow::bail!("{name} was not running");
         };
-        let exit = p.wait_exit(Duration::from_secs(60)).await;
-        let how = match exit {
-            Some((status, true)) => format!("{status} (SIGKILL after 60 s)"),
-            Some((status, false)) => status.to_string(),
-            None => "gone".into(),
-        };
+        let how = exit_text(p.wait_exit(Duration::from_secs(60)).await);
         self.note(
             kind,
             &format!(
@@ -279,7 +274,7 @@ impl Injector<'_> {
             .await
             .wait_exit(Duration::from_secs(60))
             .await;
-        self.note(kind, &format!("consumer_{slot} exited: {exit:?}"));
+        self.note(kind, &format!("consumer_{slot}: {}", exit_text(exit)));
         tokio::time::sleep(hold).await;
         self.note(
             kind,
@@ -304,10 +299,21 @@ impl Injector<'_> {
                 .await
                 .wait_exit(Duration::from_secs(60))
                 .await;
-            self.note(kind, &format!("SIGTERM consumer_{extra}: {exit:?}"));
+            self.note(
+                kind,
+                &format!("SIGTERM consumer_{extra}: {}", exit_text(exit)),
+            );
         }
         leaving.lock().await.start()?;
         self.note(kind, &format!("started consumer_{slot} again"));
         Ok(())
+    }
+}
+
+fn exit_text(exit: Option<(std::process::ExitStatus, bool)>) -> String {
+    match exit {
+        Some((status, true)) => format!("{status} (SIGKILL after 60 s)"),
+        Some((status, false)) => status.to_string(),
+        None => "exited (reaped by the supervisor)".into(),
     }
 }

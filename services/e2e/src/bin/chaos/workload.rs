@@ -264,6 +264,14 @@ impl Writer {
                 vec!["(?, ?, ?, ?)"; ids.len()].join(", ")
             );
             let changed = exec(c, &sql, args).await?;
+            self.events.note(
+                "workload:burst",
+                &format!(
+                    "inserted ids {}..={} in one statement",
+                    ids[ids.len() - 1],
+                    ids[0]
+                ),
+            );
             self.stats.done("burst", changed, &ids);
         } else {
             let from = self.any_id();
@@ -273,6 +281,13 @@ impl Writer {
                 vec![Arg::Int(from), Arg::Int(from + n)],
             )
             .await?;
+            self.events.note(
+                "workload:burst",
+                &format!(
+                    "updated ids {from}..={} in one statement ({changed} rows)",
+                    from + n
+                ),
+            );
             self.stats.done("burst", changed, &[]);
         }
         Ok(())
@@ -287,6 +302,13 @@ impl Writer {
         let roll_back = self.rng.random_bool(0.15);
         // On an error the caller drops the connection, which rolls the transaction back.
         exec_raw(c, "BEGIN").await?;
+        self.events.note(
+            "workload:long_tx",
+            &format!(
+                "begins: inserts {ids:?}, updates {others:?}, open for {hold:?}, then {}",
+                if roll_back { "rolls back" } else { "commits" }
+            ),
+        );
         let mut changed = 0;
         for id in ids.clone() {
             changed += exec(
@@ -323,6 +345,8 @@ impl Writer {
             self.stats.done("long_tx", 0, &[]);
         } else {
             exec_raw(c, "COMMIT").await?;
+            self.events
+                .note("workload:long_tx", &format!("committed inserts {ids:?}"));
             self.stats.done("long_tx", changed, &ids);
         }
         Ok(())
