@@ -403,6 +403,8 @@ struct Outcome {
     db: Vec<check::DbRow>,
     drained: Option<Duration>,
     topic: Option<topic::TopicContents>,
+    /// Partition -> the slot that owned it when the drain ended.
+    owners: BTreeMap<i64, u32>,
     unexpected_exits: BTreeMap<String, u32>,
 }
 
@@ -542,6 +544,7 @@ async fn phases(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let stalled = drained.is_none() && drain_started.elapsed() < options.drain;
     match drained {
         Some(d) => {
             events.note(
@@ -557,12 +560,24 @@ async fn phases(
         None => events.note(
             "phase",
             &format!(
-                "the logs did not reach the final table within {:?}; assignments: {}; {}",
-                options.drain,
+                "the logs did not reach the final table ({}); assignments: {}; {}",
+                if stalled {
+                    format!("no progress for {STALL:?}")
+                } else {
+                    format!("within {:?}", options.drain)
+                },
                 cluster.assignments_text().await,
                 cluster.group_text().await
             ),
         ),
+    }
+    // Who owns which partition now: a version in the topic but in no log, of a partition
+    // nobody owns, points at the group rather than at a consumer.
+    let mut owners = BTreeMap::new();
+    for slot in REGULAR_SLOTS {
+        for partition in cluster.assignment(slot).await.unwrap_or_default() {
+            owners.insert(partition, slot);
+        }
     }
     let logs = check::read_logs(&cluster.layout.consumer_logs)?;
     let rolled_back = stats.rolled_back.lock().expect("stats").clone();
@@ -604,6 +619,7 @@ async fn phases(
         db,
         drained,
         topic,
+        owners,
         unexpected_exits,
     })
 }
@@ -687,6 +703,20 @@ async fn verdict(
             if let Some(micros) = l.micros {
                 if let Some(topic) = &outcome.topic {
                     let _ = write!(text, "; {}", topic.describe(l.id, micros));
+                    if let Some(copies) = topic.versions.get(&(l.id, micros)) {
+                        for (partition, _) in copies {
+                            let _ = match outcome.owners.get(&i64::from(*partition)) {
+                                Some(slot) => write!(
+                                    text,
+                                    " (partition {partition} owned by consumer_{slot} at the end)"
+                                ),
+                                None => write!(
+                                    text,
+                                    " (partition {partition} owned by no consumer at the end)"
+                                ),
+                            };
+                        }
+                    }
                 }
                 if let Some(at) = chrono::DateTime::from_timestamp_micros(micros) {
                     let mut near = events.around(at, 15, 5);

@@ -263,31 +263,29 @@ impl Writer {
                 "INSERT INTO product (id, name, category, price) VALUES {}",
                 vec!["(?, ?, ?, ?)"; ids.len()].join(", ")
             );
-            let changed = exec(c, &sql, args).await?;
+            // Noted before the statement runs: its rows are stamped with its start.
             self.events.note(
                 "workload:burst",
                 &format!(
-                    "inserted ids {}..={} in one statement",
+                    "inserting ids {}..={} in one statement",
                     ids[ids.len() - 1],
                     ids[0]
                 ),
             );
+            let changed = exec(c, &sql, args).await?;
             self.stats.done("burst", changed, &ids);
         } else {
             let from = self.any_id();
+            self.events.note(
+                "workload:burst",
+                &format!("updating ids {from}..={} in one statement", from + n),
+            );
             let changed = exec(
                 c,
                 "UPDATE product SET price = price + 0.01 WHERE id BETWEEN ? AND ?",
                 vec![Arg::Int(from), Arg::Int(from + n)],
             )
             .await?;
-            self.events.note(
-                "workload:burst",
-                &format!(
-                    "updated ids {from}..={} in one statement ({changed} rows)",
-                    from + n
-                ),
-            );
             self.stats.done("burst", changed, &[]);
         }
         Ok(())
