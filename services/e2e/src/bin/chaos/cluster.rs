@@ -592,31 +592,40 @@ impl Cluster {
         parts.join(" ")
     }
 
-    /// Stops everything: consumers (SIGTERM: they write, commit and leave), then the producer,
-    /// the updater, the registry, the broker and the database.
+    /// Stops everything: the consumers (SIGTERM: they write, commit and leave), then the
+    /// producer, the updater and the registry, then the broker and the database. Each group is
+    /// signalled at once and waited for together (SIGKILL after 60 s).
     pub async fn stop_all(&self) {
-        let mut stopping = Vec::new();
-        for proc in self.consumers.values() {
-            let mut p = proc.lock().await;
-            let _ = p.signal(crate::procs::Signal::Term);
-            drop(p);
-            stopping.push(proc.clone());
-        }
-        for proc in stopping {
-            proc.lock().await.wait_exit(Duration::from_secs(60)).await;
-        }
-        for proc in [
-            &self.producer,
-            &self.updater,
-            &self.registry,
-            &self.broker,
-            &self.database,
-        ] {
-            proc.lock()
-                .await
-                .stop(crate::procs::Signal::Term, Duration::from_secs(60))
-                .await;
-        }
+        let consumers: Vec<Shared> = self.consumers.values().cloned().collect();
+        stop_together(&consumers).await;
+        stop_together(&[
+            self.producer.clone(),
+            self.updater.clone(),
+            self.registry.clone(),
+        ])
+        .await;
+        stop_together(&[self.broker.clone(), self.database.clone()]).await;
+    }
+}
+
+async fn stop_together(procs: &[Shared]) {
+    for proc in procs {
+        let _ = proc.lock().await.signal(crate::procs::Signal::Term);
+    }
+    let waits: Vec<_> = procs
+        .iter()
+        .cloned()
+        .map(|proc| {
+            tokio::spawn(async move {
+                proc.lock()
+                    .await
+                    .wait_exit(Duration::from_secs(60))
+                    .await
+            })
+        })
+        .collect();
+    for wait in waits {
+        let _ = wait.await;
     }
 }
 
