@@ -616,12 +616,7 @@ async fn stop_together(procs: &[Shared]) {
         .iter()
         .cloned()
         .map(|proc| {
-            tokio::spawn(async move {
-                proc.lock()
-                    .await
-                    .wait_exit(Duration::from_secs(60))
-                    .await
-            })
+            tokio::spawn(async move { proc.lock().await.wait_exit(Duration::from_secs(60)).await })
         })
         .collect();
     for wait in waits {

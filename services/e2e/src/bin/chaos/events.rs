@@ -85,6 +85,7 @@ impl Injector<'_> {
     /// short run still covers every kind) or `stop`.
     pub async fn run(&mut self, until: Instant) -> Injected {
         let mut injected = Injected::new();
+        let mut failed: BTreeMap<Kind, u32> = BTreeMap::new();
         let mut first_round = self.kinds.clone();
         first_round.shuffle(&mut self.rng);
         first_round.reverse();
@@ -102,9 +103,17 @@ impl Injector<'_> {
             };
             match self.inject(kind).await {
                 Ok(()) => *injected.entry(kind).or_default() += 1,
-                Err(e) => self
-                    .events
-                    .note(kind.label(), &format!("could not be injected: {e:#}")),
+                Err(e) => {
+                    self.events
+                        .note(kind.label(), &format!("could not be injected: {e:#}"));
+                    // A kind not injected yet gets two more tries (e.g. its process was
+                    // restarting just then), after the rest of the first round.
+                    let tries = failed.entry(kind).or_insert(0u32);
+                    *tries += 1;
+                    if !injected.contains_key(&kind) && *tries < 3 {
+                        first_round.insert(0, kind);
+                    }
+                }
             }
             gap = Duration::from_millis(self.rng.random_range(2000..=10000));
             if first_round.is_empty() && Instant::now() + gap >= until {

@@ -427,7 +427,7 @@ async fn phases(
     ));
     let stats = Arc::new(workload::Stats::new());
     let workload_stop = CancellationToken::new();
-    let workload = tokio::spawn(workload::run(
+    let mut workload = tokio::spawn(workload::run(
         cluster.database_url(),
         options.seed,
         stats.clone(),
@@ -453,11 +453,15 @@ async fn phases(
 
     events.note("phase", "stopping the workload");
     workload_stop.cancel();
-    if tokio::time::timeout(Duration::from_secs(120), workload)
+    if tokio::time::timeout(Duration::from_secs(60), &mut workload)
         .await
         .is_err()
     {
-        events.note("note", "the workload did not finish within 120 s");
+        events.note(
+            "note",
+            "the workload did not finish within 60 s; aborting its writers (their connections close)",
+        );
+        workload.abort();
     }
     // Everything back to normal: five consumers, the others up, the log directory writable.
     if let Some(b) = blocker {
@@ -495,7 +499,12 @@ async fn phases(
         .await
         .stop(Signal::Term, Duration::from_secs(60))
         .await;
-    let db = final_rows(&cluster.database_url()).await?;
+    let db = tokio::time::timeout(
+        Duration::from_secs(120),
+        final_rows(&cluster.database_url()),
+    )
+    .await
+    .context("reading the final table took over 120 s (a statement waits on a lock?)")??;
     events.note(
         "phase",
         &format!(

@@ -98,7 +98,9 @@ pub async fn run(
     events: Arc<EventLog>,
     stop: CancellationToken,
 ) {
-    let mut tasks = Vec::new();
+    // Dropping the set (when the suite gives up waiting for the writers) aborts every writer
+    // and closes its connections, which releases whatever locks they hold.
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, kind) in ["hot", "burst", "long_tx", "lock_wait", "table_lock"]
         .into_iter()
         .enumerate()
@@ -112,11 +114,17 @@ pub async fn run(
             events: events.clone(),
             stop: stop.clone(),
         };
-        tasks.push(tokio::spawn(writer.run(kind)));
+        tasks.spawn(writer.run(kind));
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A connection of the workload. Its waits for metadata locks are bounded: a writer waiting on
+/// its own other connection through a queued `ALTER TABLE` must not hang the run.
+async fn connect(url: &str) -> SqlResult<MySqlConnection> {
+    let mut c = MySqlConnection::connect(url).await?;
+    exec_raw(&mut c, "SET SESSION lock_wait_timeout = 30").await?;
+    Ok(c)
 }
 
 struct Writer {
@@ -183,7 +191,7 @@ impl Writer {
                 _ = tokio::time::sleep(pause) => {}
             }
             if conn.is_none() {
-                conn = MySqlConnection::connect(&self.url).await.ok();
+                conn = connect(&self.url).await.ok();
             }
             let Some(c) = conn.as_mut() else {
                 pause = Duration::from_millis(500);
@@ -353,7 +361,7 @@ impl Writer {
     /// The interleaving of issue 15's first defect: an old transaction's row must not be skipped
     /// while newer transactions wait on each other's locks.
     async fn lock_wait(&mut self, a: &mut MySqlConnection) -> SqlResult<()> {
-        let mut b = MySqlConnection::connect(&self.url).await?;
+        let mut b = connect(&self.url).await?;
         let id = self.stats.new_ids(1)[0];
         let contested = self.seeded_id();
         let b_hold = self.millis(2000, 5000);
@@ -380,25 +388,32 @@ impl Writer {
             ),
         );
         let url = self.url.clone();
+        let stats = self.stats.clone();
         let waiter = tokio::spawn(async move {
-            let mut c = MySqlConnection::connect(&url).await?;
-            let changed = exec(
-                &mut c,
-                "UPDATE product SET price = price + 0.02 WHERE id = ?",
-                vec![Arg::Int(contested)],
-            )
-            .await?;
-            let _ = c.close().await;
-            SqlResult::Ok(changed)
+            let outcome = async {
+                let mut c = connect(&url).await?;
+                let changed = exec(
+                    &mut c,
+                    "UPDATE product SET price = price + 0.02 WHERE id = ?",
+                    vec![Arg::Int(contested)],
+                )
+                .await?;
+                let _ = c.close().await;
+                SqlResult::Ok(changed)
+            }
+            .await;
+            match outcome {
+                Ok(changed) => stats.done("lock_wait", changed, &[]),
+                Err(_) => stats.failed(),
+            }
         });
         tokio::time::sleep(b_hold).await;
         exec_raw(&mut b, "COMMIT").await?;
         let _ = b.close().await;
         self.stats.done("lock_wait", 1, &[]);
-        match waiter.await {
-            Ok(Ok(changed)) => self.stats.done("lock_wait", changed, &[]),
-            _ => self.stats.failed(),
-        }
+        // C may also queue behind an `ALTER TABLE` that waits for A: A does not wait for C
+        // longer than a moment, or the three would wait for each other forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         tokio::time::sleep(a_extra).await;
         exec_raw(a, "COMMIT").await?;
         self.stats.done("lock_wait", 1, &[id]);
@@ -437,7 +452,7 @@ impl Writer {
                 let url = self.url.clone();
                 let alter_sql = format!("ALTER TABLE product COMMENT = 'chaos {round}'");
                 let alter = tokio::spawn(async move {
-                    let mut c = MySqlConnection::connect(&url).await?;
+                    let mut c = connect(&url).await?;
                     exec_raw(&mut c, &alter_sql).await?;
                     let _ = c.close().await;
                     SqlResult::Ok(())
