@@ -187,6 +187,7 @@ impl Cluster {
         layout: Layout,
         run_marker: &str,
         updates_per_second: u32,
+        service_env: &[(String, String)],
         repo: &Path,
     ) -> Self {
         let p = &layout;
@@ -287,9 +288,11 @@ impl Cluster {
             kv("RUST_LOG", "info".into()),
             kv("NO_COLOR", "1".into()),
         ];
+        // `--env` settings come last, so they win over the suite's.
         let with = |extra: Vec<(String, String)>| {
             let mut env = common_env.clone();
             env.extend(extra);
+            env.extend(service_env.iter().cloned());
             env
         };
         let updater = make(

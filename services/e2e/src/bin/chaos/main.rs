@@ -17,6 +17,7 @@
 //! | `--port-base P` | the suite's ports: updater P+1, producer P+2, MariaDB P+6, consumer_N P+10+N, registry P+81, broker P+92 | `CHAOS_PORT_BASE` or `19400` |
 //! | `--updates-per-second N` | product-updater's rate | `100` |
 //! | `--events a,b` | only these event kinds (`producer_kill`, `consumer_kill`, `consumer_scale`, `broker_restart`, `database_restart`, `registry_down`, `log_dir_unwritable`) | all |
+//! | `--env KEY=VALUE` | an environment variable for the updater, the producer and the consumers (repeatable), e.g. `CONSUMER_KAFKA_DEBUG=cgrp` | none |
 //! | `--require-every-event` | fail when an event kind could not be injected (CI) | off |
 //! | `--drain-seconds N` | after the workload stops, how long the logs may take to reach the table's final state | `180` |
 //! | `--work-dir DIR` | the run's folder | `.testbed/chaos/run-<seed>-<time>` |
@@ -57,7 +58,7 @@ use procs::Signal;
 
 const USAGE: &str = "\
 usage: chaos [--minutes M] [--seed S] [--port-base P] [--updates-per-second N]
-             [--events kind,kind] [--require-every-event] [--drain-seconds N]
+             [--events kind,kind] [--env KEY=VALUE]... [--require-every-event] [--drain-seconds N]
              [--work-dir DIR] [--no-build] [--verbose]
 
 Runs the whole pipeline (own tansu, MariaDB, registry, updater, producer, 5 consumers) under a
@@ -72,6 +73,8 @@ struct Options {
     seed: u64,
     port_base: u16,
     updates_per_second: u32,
+    /// `--env KEY=VALUE`: for the updater, the producer and the consumers.
+    service_env: Vec<(String, String)>,
     kinds: Vec<Kind>,
     require_every_event: bool,
     drain: Duration,
@@ -92,6 +95,7 @@ impl Options {
                 Err(_) => 19400,
             },
             updates_per_second: 100,
+            service_env: Vec::new(),
             kinds: Kind::ALL.to_vec(),
             require_every_event: false,
             drain: Duration::from_secs(180),
@@ -147,6 +151,14 @@ impl Options {
                             })
                         })
                         .collect::<anyhow::Result<_>>()?;
+                }
+                "--env" => {
+                    let v = value("--env")?;
+                    let (key, val) = v
+                        .split_once('=')
+                        .filter(|(k, _)| !k.is_empty())
+                        .with_context(|| format!("--env {v:?}: expected KEY=VALUE"))?;
+                    options.service_env.push((key.to_owned(), val.to_owned()));
                 }
                 "--require-every-event" => options.require_every_event = true,
                 "--drain-seconds" => {
@@ -344,6 +356,7 @@ async fn run(options: Options) -> anyhow::Result<bool> {
         layout.clone(),
         &run_id,
         options.updates_per_second,
+        &options.service_env,
         &repo,
     );
     let interrupted = CancellationToken::new();
