@@ -416,8 +416,8 @@ struct Outcome {
     db: Vec<check::DbRow>,
     drained: Option<Duration>,
     topic: Option<topic::TopicContents>,
-    /// Partition -> the slot that owned it when the drain ended.
-    owners: BTreeMap<i64, u32>,
+    /// Partition -> the slots that reported owning it when the drain ended.
+    owners: BTreeMap<i64, Vec<u32>>,
     unexpected_exits: BTreeMap<String, u32>,
 }
 
@@ -595,11 +595,23 @@ async fn phases(
     }
     // Who owns which partition now: a version in the topic but in no log, of a partition
     // nobody owns, points at the group rather than at a consumer.
-    let mut owners = BTreeMap::new();
+    let mut owners: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for slot in REGULAR_SLOTS {
         for partition in cluster.assignment(slot).await.unwrap_or_default() {
-            owners.insert(partition, slot);
+            owners.entry(partition).or_default().push(slot);
         }
+    }
+    let unowned: Vec<i64> = (0..i64::from(cluster::PARTITIONS))
+        .filter(|p| !owners.contains_key(p))
+        .collect();
+    let shared: BTreeMap<&i64, &Vec<u32>> = owners.iter().filter(|(_, s)| s.len() > 1).collect();
+    if !unowned.is_empty() || !shared.is_empty() {
+        events.note(
+            "phase",
+            &format!(
+                "the group is not sound: partitions owned by no consumer {unowned:?}, by several {shared:?}"
+            ),
+        );
     }
     let logs = check::read_logs(&cluster.layout.consumer_logs)?;
     let rolled_back = stats.rolled_back.lock().expect("stats").clone();
@@ -728,9 +740,14 @@ async fn verdict(
                     if let Some(copies) = topic.versions.get(&(l.id, micros)) {
                         for (partition, _) in copies {
                             let _ = match outcome.owners.get(&i64::from(*partition)) {
-                                Some(slot) => write!(
+                                Some(slots) => write!(
                                     text,
-                                    " (partition {partition} owned by consumer_{slot} at the end)"
+                                    " (partition {partition} owned by {} at the end)",
+                                    slots
+                                        .iter()
+                                        .map(|s| format!("consumer_{s}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" and ")
                                 ),
                                 None => write!(
                                     text,
