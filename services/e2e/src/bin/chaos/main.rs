@@ -841,6 +841,18 @@ async fn verdict(
         if failed || events_failed { "FAIL" } else { "PASS" }
     );
     let mut tail = String::new();
+    let idle: Vec<&str> = workload::KINDS
+        .iter()
+        .filter(|k| !ops.contains_key(*k))
+        .copied()
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(
+            tail,
+            "workload kinds that never completed (not a finding; see events.log): {}",
+            idle.join(", ")
+        );
+    }
     if !missing_kinds.is_empty() {
         let _ = writeln!(
             tail,

@@ -216,7 +216,7 @@ impl Writer {
                 "burst" => self.millis(2000, 5000),
                 "long_tx" => self.millis(1000, 4000),
                 "lock_wait" => self.millis(6000, 15000),
-                _ => self.millis(12000, 25000),
+                _ => self.millis(8000, 16000),
             };
         }
     }
