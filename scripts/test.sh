@@ -12,6 +12,9 @@
 #   7. the original Python prototype's clients against ours (services/e2e/tests/original_clients.rs),
 #      in a virtual environment .venv with services/e2e/python/requirements.txt installed from PyPI
 #   8. scripts/e2e-native.sh: the native run (run-native.sh) end to end; E2E_NATIVE=0 skips it
+#   9. the fault-injection suite, bounded (services/e2e/src/bin/chaos): the whole pipeline on
+#      ports and data of its own (19400..19499) under a hostile workload and every kind of
+#      event, seeded; E2E_CHAOS=0 skips it, CHAOS_MINUTES (2) and CHAOS_SEED (1) change it
 #
 # Prints how long each step took. Exits non-zero when any step fails; steps 3 to 7 all run even
 # when an earlier one of them failed, so one run shows every problem.
@@ -163,6 +166,12 @@ step "consumer SIGKILL + restart in the same slot (1 retry)" crash_restart_test 
 step "original Python clients against ours (.venv, confluent-kafka)" original_clients_test || true
 if [[ "${E2E_NATIVE:-1}" != 0 ]]; then
     step "native end-to-end run (scripts/e2e-native.sh)" "$REPO_ROOT/scripts/e2e-native.sh" || true
+fi
+# The debug build `cargo test` just made; the suite builds the services it runs itself.
+if [[ "${E2E_CHAOS:-1}" != 0 ]]; then
+    step "fault-injection suite (chaos, ${CHAOS_MINUTES:-2} min, seed ${CHAOS_SEED:-1})" \
+        cargo run -p e2e --bin chaos -- --minutes "${CHAOS_MINUTES:-2}" --seed "${CHAOS_SEED:-1}" \
+        --require-every-event || true
 fi
 
 exit "$FAILED"
