@@ -422,21 +422,25 @@ fn find_member_id(
 }
 
 /// Our member among `(member id, client id)` pairs: the one with our unique client id, or, when
-/// the broker does not report client ids, the static member id `{group.instance.id}-{uuid}`.
+/// the broker does not report client ids (tansu), the one whose id the coordinator made from
+/// ours: `{client.id}-{uuid}` for a dynamic member (Kafka and tansu both build dynamic member ids
+/// that way, and our client id is unique per process), `{group.instance.id}-{uuid}` for a static
+/// one.
 fn member_id_of<'a>(
     members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     client_id: &str,
     instance_id: Option<&str>,
 ) -> Option<String> {
     let by_client_id = members.clone().find(|(_, c)| *c == client_id);
-    let by_static_prefix = || {
-        let prefix = format!("{}-", instance_id?);
+    let by_prefix = |prefix: Option<&str>| {
+        let prefix = format!("{}-", prefix?);
         members
-            .into_iter()
+            .clone()
             .find(|(id, c)| c.is_empty() && id.starts_with(&prefix))
     };
     by_client_id
-        .or_else(by_static_prefix)
+        .or_else(|| by_prefix(Some(client_id)))
+        .or_else(|| by_prefix(instance_id))
         .map(|(id, _)| id.to_owned())
 }
 
@@ -472,10 +476,17 @@ mod tests {
             Some("consumer_1-aaa")
         );
         assert_eq!(member_id_of(it(), "x", Some("consumer_2")), None);
+        assert_eq!(member_id_of(it(), "x", None), None);
+        // A dynamic member on a broker without client ids: its id starts with our client id.
+        let dynamic = [
+            ("consumer_1-0000000a-9f1c", ""),
+            ("consumer_1-0000000b-77aa", ""),
+        ];
+        let it = || dynamic.iter().map(|&(a, b)| (a, b));
         assert_eq!(
-            member_id_of(it(), "x", None),
-            None,
-            "a dynamic member needs client ids"
+            member_id_of(it(), "consumer_1-0000000b", None).as_deref(),
+            Some("consumer_1-0000000b-77aa")
         );
+        assert_eq!(member_id_of(it(), "consumer_1-0000000c", None), None);
     }
 }

@@ -333,7 +333,9 @@ impl Drop for TestApp {
 pub struct Assignment {
     pub slot: String,
     pub group: String,
-    pub member_id: String,
+    /// Absent until the consumer knows it.
+    #[serde(default)]
+    pub member_id: Option<String>,
     pub partitions: Vec<i32>,
 }
 
