@@ -122,8 +122,19 @@ impl GroupContext {
         }
     }
 
+    /// The pipeline; stopped for good if a panic on the consumer thread (a failure like any
+    /// other) poisoned its lock or is unwinding through the rebalance callbacks that closing
+    /// the consumer runs.
     fn pipeline(&self) -> MutexGuard<'_, Pipeline> {
-        self.pipeline.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut pipeline = self.pipeline.lock().unwrap_or_else(|poisoned| {
+            let mut pipeline = poisoned.into_inner();
+            pipeline.fail(&"a panic on the consumer thread");
+            pipeline
+        });
+        if std::thread::panicking() {
+            pipeline.fail(&"a panic on the consumer thread");
+        }
+        pipeline
     }
 
     fn set_fatal(&self, error: PipelineError) {
@@ -181,7 +192,15 @@ impl ConsumerContext for GroupContext {
         self.metrics.rebalances.inc();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let resume = self.pipeline().assign(consumer, &partitions);
+                // On an error (a fence that cannot be taken) the pipeline stops, so nothing is
+                // written; librdkafka still expects the assignment to be acknowledged.
+                let resume = self
+                    .pipeline()
+                    .assign(consumer, &partitions)
+                    .unwrap_or_else(|e| {
+                        self.set_fatal(e);
+                        Default::default()
+                    });
                 for (&partition, &offset) in &resume {
                     if let Err(e) = tpl.set_partition_offset(
                         &self.topic,
@@ -271,12 +290,21 @@ pub fn run_poll_loop(
             source,
         })?;
     let context = consumer.context();
-    poll_until_cancelled(consumer, context, shutdown)?;
-    context.pipeline().flush(consumer, CommitMode::Sync)?;
-    if leave_group {
-        leave(consumer, context)?;
+    let result = poll_until_cancelled(consumer, context, shutdown)
+        .and_then(|()| Ok(context.pipeline().flush(consumer, CommitMode::Sync)?))
+        .and_then(|()| {
+            if leave_group {
+                leave(consumer, context)
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = &result {
+        // Closing the consumer next revokes the partitions: nothing may be written or
+        // committed past the failure then (pipeline errors stopped it already).
+        context.pipeline().fail(e);
     }
-    Ok(())
+    result
 }
 
 /// Leaves the group: `unsubscribe` revokes every partition (the callback writes and commits, as

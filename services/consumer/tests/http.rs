@@ -115,7 +115,11 @@ async fn assignments_show_the_member_id_the_coordinator_gave() {
     })
     .await
     .unwrap();
-    assert_eq!(described, [member_id.clone()], "the group's only member");
+    assert_eq!(
+        described,
+        std::slice::from_ref(&member_id),
+        "the group's only member"
+    );
     assert!(member_id.starts_with("consumer_1-"), "{member_id}");
     app.stop().await;
 }
