@@ -157,6 +157,9 @@ impl Bed {
     }
 
     /// Produces products with the given ids (key = id), waiting for every acknowledgement.
+    /// At most 1000 records are in flight, so no record batch holds more than the 1000 records
+    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a fetch
+    /// that starts inside a batch gets nothing of it on tansu 0.6.
     pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
         let producer = producer();
         let mut deliveries = Vec::new();
@@ -168,7 +171,7 @@ impl Bed {
                     .send_result(FutureRecord::to(&self.topic.name).key(&key).payload(&value))
                     .expect("enqueue"),
             );
-            if deliveries.len() >= 5000 {
+            if deliveries.len() >= 1000 {
                 await_all(std::mem::take(&mut deliveries)).await;
             }
         }
