@@ -15,8 +15,9 @@ use serde::Serialize;
 pub struct AssignmentReport {
     pub slot: String,
     pub group: String,
-    /// The group member id the broker gave this replica ("" until it is known).
-    pub member_id: String,
+    /// The group member id the coordinator gave this replica; absent until it is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
     pub topic: String,
     pub partitions: Vec<i32>,
 }
@@ -32,7 +33,7 @@ pub struct Assignments {
 
 #[derive(Debug, Default)]
 struct Ownership {
-    member_id: String,
+    member_id: Option<String>,
     partitions: BTreeSet<i32>,
 }
 
@@ -75,13 +76,13 @@ impl Assignments {
 
     pub fn set_member_id(&self, member_id: &str) {
         let mut state = self.state();
-        if state.member_id != member_id {
+        if state.member_id.as_deref() != Some(member_id) {
             tracing::info!(member_id, "group member id");
-            member_id.clone_into(&mut state.member_id);
+            state.member_id = Some(member_id.to_owned());
         }
     }
 
-    pub fn member_id(&self) -> String {
+    pub fn member_id(&self) -> Option<String> {
         self.state().member_id.clone()
     }
 
@@ -120,6 +121,11 @@ mod tests {
     #[test]
     fn incremental_changes_keep_a_sorted_set() {
         let a = Assignments::new("consumer_2", "g", "t");
+        assert_eq!(
+            serde_json::to_value(a.report()).unwrap(),
+            serde_json::json!({"slot": "consumer_2", "group": "g", "topic": "t", "partitions": []}),
+            "no member id to show yet: no field"
+        );
         assert_eq!(a.add(&[5, 4]), 2);
         assert_eq!(a.add(&[9]), 3);
         assert_eq!(a.remove(&[4, 7]), 2);

@@ -10,7 +10,8 @@
 //!
 //! Sending is asynchronous; [`DeadLetterQueue::wait_delivered`] is called before a batch's
 //! offsets are made durable, so an offset is never stored past a poison pill the dead-letter topic
-//! has not acknowledged.
+//! has not acknowledged. A delivery that failed fails every later wait too: the pills it waited
+//! for are no longer in flight, so a later wait must not report them delivered.
 
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct DeadLetterQueue {
     topic: String,
     runtime: Handle,
     in_flight: Vec<DeliveryFuture>,
+    /// The first delivery failure, reported by every later wait.
+    failed: Option<KafkaError>,
 }
 
 impl DeadLetterQueue {
@@ -66,6 +69,7 @@ impl DeadLetterQueue {
             topic: topic.to_owned(),
             runtime,
             in_flight: Vec::new(),
+            failed: None,
         })
     }
 
@@ -159,29 +163,25 @@ impl DeadLetterQueue {
 
     /// Waits until every queued poison pill is acknowledged. Blocks: call outside the runtime.
     pub fn wait_delivered(&mut self) -> Result<usize, DlqError> {
-        if self.in_flight.is_empty() {
-            return Ok(0);
-        }
-        let pending = std::mem::take(&mut self.in_flight);
-        let count = pending.len();
-        let results = self.runtime.block_on(join_all(pending));
-        for result in results {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => {
-                    return Err(DlqError::Delivery {
-                        topic: self.topic.clone(),
-                        source,
-                    })
-                }
-                Err(_canceled) => {
-                    return Err(DlqError::Delivery {
-                        topic: self.topic.clone(),
-                        source: KafkaError::Canceled,
-                    })
-                }
+        if self.failed.is_none() {
+            let pending = std::mem::take(&mut self.in_flight);
+            let count = pending.len();
+            if count == 0 {
+                return Ok(0);
+            }
+            let results = self.runtime.block_on(join_all(pending));
+            self.failed = results.into_iter().find_map(|result| match result {
+                Ok(Ok(_)) => None,
+                Ok(Err((source, _))) => Some(source),
+                Err(_canceled) => Some(KafkaError::Canceled),
+            });
+            if self.failed.is_none() {
+                return Ok(count);
             }
         }
-        Ok(count)
+        Err(DlqError::Delivery {
+            topic: self.topic.clone(),
+            source: self.failed.clone().expect("a failure was recorded"),
+        })
     }
 }

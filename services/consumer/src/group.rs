@@ -122,8 +122,19 @@ impl GroupContext {
         }
     }
 
+    /// The pipeline; stopped for good if a panic on the consumer thread (a failure like any
+    /// other) poisoned its lock or is unwinding through the rebalance callbacks that closing
+    /// the consumer runs.
     fn pipeline(&self) -> MutexGuard<'_, Pipeline> {
-        self.pipeline.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut pipeline = self.pipeline.lock().unwrap_or_else(|poisoned| {
+            let mut pipeline = poisoned.into_inner();
+            pipeline.fail(&"a panic on the consumer thread");
+            pipeline
+        });
+        if std::thread::panicking() {
+            pipeline.fail(&"a panic on the consumer thread");
+        }
+        pipeline
     }
 
     fn set_fatal(&self, error: PipelineError) {
@@ -181,7 +192,15 @@ impl ConsumerContext for GroupContext {
         self.metrics.rebalances.inc();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let resume = self.pipeline().assign(consumer, &partitions);
+                // On an error (a fence that cannot be taken) the pipeline stops, so nothing is
+                // written; librdkafka still expects the assignment to be acknowledged.
+                let resume = self
+                    .pipeline()
+                    .assign(consumer, &partitions)
+                    .unwrap_or_else(|e| {
+                        self.set_fatal(e);
+                        Default::default()
+                    });
                 for (&partition, &offset) in &resume {
                     if let Err(e) = tpl.set_partition_offset(
                         &self.topic,
@@ -271,12 +290,21 @@ pub fn run_poll_loop(
             source,
         })?;
     let context = consumer.context();
-    poll_until_cancelled(consumer, context, shutdown)?;
-    context.pipeline().flush(consumer, CommitMode::Sync)?;
-    if leave_group {
-        leave(consumer, context)?;
+    let result = poll_until_cancelled(consumer, context, shutdown)
+        .and_then(|()| Ok(context.pipeline().flush(consumer, CommitMode::Sync)?))
+        .and_then(|()| {
+            if leave_group {
+                leave(consumer, context)
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = &result {
+        // Closing the consumer next revokes the partitions: nothing may be written or
+        // committed past the failure then (pipeline errors stopped it already).
+        context.pipeline().fail(e);
     }
-    Ok(())
+    result
 }
 
 /// Leaves the group: `unsubscribe` revokes every partition (the callback writes and commits, as
@@ -422,21 +450,25 @@ fn find_member_id(
 }
 
 /// Our member among `(member id, client id)` pairs: the one with our unique client id, or, when
-/// the broker does not report client ids, the static member id `{group.instance.id}-{uuid}`.
+/// the broker does not report client ids (tansu), the one whose id the coordinator made from
+/// ours: `{client.id}-{uuid}` for a dynamic member (Kafka and tansu both build dynamic member ids
+/// that way, and our client id is unique per process), `{group.instance.id}-{uuid}` for a static
+/// one.
 fn member_id_of<'a>(
     members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     client_id: &str,
     instance_id: Option<&str>,
 ) -> Option<String> {
     let by_client_id = members.clone().find(|(_, c)| *c == client_id);
-    let by_static_prefix = || {
-        let prefix = format!("{}-", instance_id?);
+    let by_prefix = |prefix: Option<&str>| {
+        let prefix = format!("{}-", prefix?);
         members
-            .into_iter()
+            .clone()
             .find(|(id, c)| c.is_empty() && id.starts_with(&prefix))
     };
     by_client_id
-        .or_else(by_static_prefix)
+        .or_else(|| by_prefix(Some(client_id)))
+        .or_else(|| by_prefix(instance_id))
         .map(|(id, _)| id.to_owned())
 }
 
@@ -472,10 +504,17 @@ mod tests {
             Some("consumer_1-aaa")
         );
         assert_eq!(member_id_of(it(), "x", Some("consumer_2")), None);
+        assert_eq!(member_id_of(it(), "x", None), None);
+        // A dynamic member on a broker without client ids: its id starts with our client id.
+        let dynamic = [
+            ("consumer_1-0000000a-9f1c", ""),
+            ("consumer_1-0000000b-77aa", ""),
+        ];
+        let it = || dynamic.iter().map(|&(a, b)| (a, b));
         assert_eq!(
-            member_id_of(it(), "x", None),
-            None,
-            "a dynamic member needs client ids"
+            member_id_of(it(), "consumer_1-0000000b", None).as_deref(),
+            Some("consumer_1-0000000b-77aa")
         );
+        assert_eq!(member_id_of(it(), "consumer_1-0000000c", None), None);
     }
 }

@@ -9,6 +9,9 @@
 //! - [`sink`]: where records go: the JSON log, a stage directory or an output topic.
 //! - [`pipeline`] (with [`partition_map`]): batching, dead-lettering, flush (write, fsync, checkpoint) then commit.
 //! - [`writer`]: the thread that writes and fsyncs one batch while the next is being read.
+//! - [`fence`]: a partition is written only by the replica that took it over last.
+//! - [`topic_id`]: the consumed topic's id, so positions of an earlier topic of the same name are
+//!   not used.
 //! - [`group`]: the Kafka consumer, rebalance handling, the poll loop.
 //! - [`startup`]: [`Application`] (build, then run until shutdown) and HTTP
 //!   (`/health`, `/ready`, `/metrics`, `/assignments`).
@@ -17,6 +20,7 @@ pub mod assignments;
 pub mod config;
 pub mod decode;
 pub mod dlq;
+pub mod fence;
 pub mod filter;
 pub mod group;
 pub mod metrics;
@@ -25,6 +29,7 @@ pub mod pipeline;
 pub mod sink;
 pub mod slot;
 pub mod startup;
+pub mod topic_id;
 pub mod transform;
 pub mod writer;
 

@@ -8,8 +8,16 @@
 //! it reports success are they committed to Kafka. Meanwhile the poll thread handles the next
 //! batch (one batch in flight at most). Records Kafka delivers again below a partition's next
 //! offset are skipped, so they are never written twice.
+//!
+//! Failures: the first error (a write or fsync that failed, an output topic or dead-letter topic
+//! that did not acknowledge, a fatal consumer error, a panic) stops the pipeline for good: from
+//! then on nothing is written and nothing is committed, not even by the revoke that closing the
+//! consumer triggers. The records read after the last durable batch are dropped unwritten, so a
+//! restarted consumer reads them again from the sink's positions, the failed batch first. Writing
+//! them instead would store positions past the failed batch, and it would be lost.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -20,6 +28,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::decode::{DecodeError, Decoder, Input, Poison};
 use crate::dlq::{DeadLetterQueue, DlqError};
+use crate::fence::{Fence, Fences};
 use crate::filter::Filter;
 use crate::metrics::ConsumerMetrics;
 use crate::partition_map::PartitionMap;
@@ -38,6 +47,13 @@ pub enum PipelineError {
         partition: i32,
         offset: i64,
         source: rdkafka::error::KafkaError,
+    },
+    #[error("the consumer stopped after an earlier failure; nothing more is written or committed")]
+    Stopped,
+    #[error("cannot take partition {partition} over: {source}")]
+    Fence {
+        partition: i32,
+        source: crate::fence::FenceError,
     },
 }
 
@@ -66,6 +82,8 @@ pub enum Batching {
 struct PartitionState {
     /// The next offset to handle; lower offsets are already in the sink. `None` until known.
     next_offset: Option<i64>,
+    /// Our claim on the partition since it was assigned: every write of it checks it.
+    fence: Option<Arc<Fence>>,
     /// Paused until then, waiting for the schema registry.
     retry_at: Option<Instant>,
     consecutive_failures: u32,
@@ -79,6 +97,7 @@ pub struct Pipeline {
     keep_keys: bool,
     sink: SharedSink,
     writer: Writer,
+    fences: Fences,
     dlq: DeadLetterQueue,
     metrics: ConsumerMetrics,
     policy: FlushPolicy,
@@ -95,6 +114,9 @@ pub struct Pipeline {
     counters: PartitionMap<PartitionCounters>,
     /// Records re-read (and skipped) before each resume point; see [`Pipeline::with_resume_rewind`].
     resume_rewind: i64,
+    /// Set by the first failure: from then on nothing is written or committed (see the module
+    /// documentation).
+    failed: bool,
 }
 
 /// The per-partition metric children, looked up once.
@@ -116,8 +138,8 @@ impl Pipeline {
     pub fn new(
         topic: &str,
         decoder: Decoder,
-        filter: Option<Filter>,
         sink: Box<dyn Sink>,
+        fences: Fences,
         dlq: DeadLetterQueue,
         metrics: ConsumerMetrics,
         policy: FlushPolicy,
@@ -127,13 +149,14 @@ impl Pipeline {
         Self {
             topic: topic.to_owned(),
             decoder,
-            filter,
+            filter: None,
             keep_keys,
             writer: Writer::spawn(
                 std::sync::Arc::clone(&sink),
                 metrics.end_to_end_latency.clone(),
             ),
             sink,
+            fences,
             dlq,
             metrics,
             policy,
@@ -146,7 +169,47 @@ impl Pipeline {
             partitions: PartitionMap::new(),
             counters: PartitionMap::new(),
             resume_rewind: 0,
+            failed: false,
         }
+    }
+
+    /// Runs `op` unless the pipeline failed before; its error stops the pipeline for good.
+    fn unless_failed<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
+        if self.failed {
+            return Err(PipelineError::Stopped);
+        }
+        let result = op(self);
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        result
+    }
+
+    /// Stops the pipeline after `error` (its own, or the consumer's): nothing is written or
+    /// committed from now on, and what was read since the last durable batch is dropped (a
+    /// restarted consumer reads it again). A batch the writer already had finishes, uncommitted:
+    /// it precedes the failure, and the sink's positions tell the next owner it is there.
+    pub fn fail(&mut self, error: &dyn std::fmt::Display) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        tracing::error!(
+            error = %error,
+            dropped = self.pending.len(),
+            "stopping after a failure: nothing more is written or committed; the records read since the last durable batch are read again after a restart"
+        );
+        self.pending.clear();
+        self.handled.clear();
+        self.handled_count = 0;
+        self.first_handled_at = None;
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     fn counters(&mut self, partition: i32) -> &PartitionCounters {
@@ -165,6 +228,14 @@ impl Pipeline {
     /// Handles one record: skip (already written), write later (pending), dead-letter, or pause
     /// the partition for a retry (registry unreachable).
     pub fn handle<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
+        self.unless_failed(|pipeline| pipeline.handle_record(consumer, message))
+    }
+
+    fn handle_record<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
         message: &BorrowedMessage<'_>,
@@ -357,6 +428,14 @@ impl Pipeline {
         consumer: &impl Consumer<C>,
         caught_up: bool,
     ) -> Result<(), PipelineError> {
+        self.unless_failed(|pipeline| pipeline.housekeeping(consumer, caught_up))
+    }
+
+    fn housekeeping<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        caught_up: bool,
+    ) -> Result<(), PipelineError> {
         self.caught_up = caught_up;
         self.complete(consumer, CommitMode::Async, false)?;
         let far_behind = self.handled_count >= 4 * self.policy.max_records;
@@ -369,6 +448,14 @@ impl Pipeline {
 
     /// Makes everything handled so far durable and commits it (`mode` for the last batch).
     pub fn flush<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        mode: CommitMode,
+    ) -> Result<(), PipelineError> {
+        self.unless_failed(|pipeline| pipeline.flush_all(consumer, mode))
+    }
+
+    fn flush_all<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
         mode: CommitMode,
@@ -388,11 +475,31 @@ impl Pipeline {
         }
         self.complete(consumer, CommitMode::Async, true)?;
         self.dlq.wait_delivered()?;
-        let records = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let mut records = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let mut next_offsets = std::mem::take(&mut self.handled);
+        let mut fences = Vec::with_capacity(next_offsets.len());
+        let mut unfenced = Vec::new();
+        for &partition in next_offsets.keys() {
+            match self
+                .partitions
+                .get(partition)
+                .and_then(|s| s.fence.as_ref())
+            {
+                Some(fence) => fences.push(Arc::clone(fence)),
+                None => unfenced.push(partition),
+            }
+        }
+        if !unfenced.is_empty() {
+            // Not ours (any more): never written without our fence.
+            tracing::warn!(partitions = ?unfenced, "records of partitions this replica does not own; not written");
+            records.retain(|r| !unfenced.contains(&r.partition));
+            next_offsets.retain(|p, _| !unfenced.contains(p));
+        }
         self.writer.submit(WriteJob {
             records,
-            next_offsets: std::mem::take(&mut self.handled),
+            next_offsets,
             written_at: Utc::now(),
+            fences,
         });
         self.handled_count = 0;
         self.first_handled_at = None;
@@ -407,15 +514,18 @@ impl Pipeline {
         block: bool,
     ) -> Result<(), PipelineError> {
         let Some(WriteDone {
-            job,
+            mut job,
             result,
             duration,
             per_partition,
+            fenced,
         }) = self.writer.completed(block)
         else {
             return Ok(());
         };
         result?;
+        // The writer left out partitions another replica took over: nothing to commit there.
+        job.next_offsets.retain(|p, _| !fenced.contains(p));
         let records: u64 = per_partition.iter().map(|(_, count)| count).sum();
         if records > 0 {
             self.metrics.write_duration.observe(duration.as_secs_f64());
@@ -439,6 +549,13 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Keeps only the records `filter` keeps (`CONSUMER_FILTER`); the others are counted and
+    /// their offsets committed.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
+    }
+
     /// Re-read up to `records` records before each resume point after an assignment (they are
     /// skipped, not written again). For brokers that, like tansu 0.6, return nothing of a record
     /// batch when a fetch starts in its middle, which would silently skip the rest of that batch.
@@ -455,9 +572,25 @@ impl Pipeline {
         &mut self,
         consumer: &impl Consumer<C>,
         partitions: &[i32],
-    ) -> Positions {
+    ) -> Result<Positions, PipelineError> {
         if partitions.is_empty() {
-            return Positions::new(); // cooperative rebalances often assign nothing new
+            return Ok(Positions::new()); // cooperative rebalances often assign nothing new
+        }
+        // Fences first: once taken, a previous owner still running (frozen past its session,
+        // say) writes nothing more of these partitions, so the positions read next are final.
+        let mut fences = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let fence = self
+                .fences
+                .take(partition)
+                .map_err(|source| PipelineError::Fence { partition, source });
+            match fence {
+                Ok(fence) => fences.push(Arc::new(fence)),
+                Err(e) => {
+                    self.fail(&e);
+                    return Err(e);
+                }
+            }
         }
         let mut resume = writer::lock(&self.sink).resume_positions(partitions).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the logs' positions; resuming from committed offsets");
@@ -491,20 +624,21 @@ impl Pipeline {
                 tracing::warn!(error = %e, "cannot read committed offsets; resuming from the logs' positions")
             }
         }
-        for &partition in partitions {
+        for (&partition, fence) in partitions.iter().zip(fences) {
             self.partitions.insert(
                 partition,
                 PartitionState {
                     next_offset: resume.get(&partition).copied(),
+                    fence: Some(fence),
                     ..PartitionState::default()
                 },
             );
         }
         tracing::info!(?partitions, resume_at = ?resume, rewind = self.resume_rewind, "partitions assigned");
-        resume
+        Ok(resume
             .into_iter()
             .map(|(partition, next)| (partition, (next - self.resume_rewind).max(0)))
-            .collect()
+            .collect())
     }
 
     /// Partitions about to be given up: write and commit what was read for them first. When the
@@ -520,7 +654,13 @@ impl Pipeline {
             return Ok(());
         }
         let released: BTreeSet<i32> = partitions.iter().copied().collect();
-        let result = if lost {
+        let result = if self.failed {
+            tracing::warn!(
+                ?partitions,
+                "giving up partitions after a failure: nothing written or committed for them"
+            );
+            Ok(())
+        } else if lost {
             // A batch already being written finishes (its new owner may otherwise resume before
             // it); unwritten records of the lost partitions are dropped.
             let written = self.complete(consumer, CommitMode::Async, true);
@@ -529,6 +669,9 @@ impl Pipeline {
             self.handled.retain(|p, _| !released.contains(p));
             self.handled_count = self.pending.len();
             tracing::warn!(?partitions, dropped = before - self.pending.len(), "assignment lost; dropping unwritten records of those partitions (their new owner reads them)");
+            if let Err(e) = &written {
+                self.fail(e);
+            }
             written
         } else {
             self.flush(consumer, CommitMode::Sync)

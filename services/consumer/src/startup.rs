@@ -16,6 +16,7 @@ use crate::assignments::{self, Assignments};
 use crate::config::{Config, SinkConfig};
 use crate::decode::{Decoder, InputFormat};
 use crate::dlq::{DeadLetterQueue, DlqError};
+use crate::fence::{FenceError, Fences};
 use crate::group::{self, GroupConsumer, GroupContext, GroupError, GroupSettings};
 use crate::metrics::ConsumerMetrics;
 use crate::pipeline::{Batching, FlushPolicy, Pipeline};
@@ -24,6 +25,7 @@ use crate::sink::stage::StageSink;
 use crate::sink::topic::TopicSink;
 use crate::sink::{Sink, SinkError};
 use crate::slot::{Slot, SlotError, SlotLease};
+use crate::topic_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -33,6 +35,8 @@ pub enum StartupError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     DeadLetter(#[from] DlqError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error("{0}")]
@@ -63,7 +67,13 @@ async fn open_sink(
 ) -> Result<(Box<dyn Sink>, String), StartupError> {
     Ok(match &config.sink {
         SinkConfig::Log => {
-            let sink = JsonLogSink::open(&config.logs_dir, lease.dir(), &config.topic)?;
+            let topic_id = topic_id(config).await;
+            let sink = JsonLogSink::open_for_topic_id(
+                &config.logs_dir,
+                lease.dir(),
+                &config.topic,
+                topic_id.as_deref(),
+            )?;
             let description = format!("log {}", sink.log_path().display());
             (Box::new(sink), description)
         }
@@ -78,6 +88,25 @@ async fn open_sink(
             (Box::new(sink), format!("topic {topic}"))
         }
     })
+}
+
+/// The consumed topic's id, for the log's positions (see [`crate::topic_id`]); `None`, with a
+/// warning, when it cannot be learnt.
+async fn topic_id(config: &Config) -> Option<String> {
+    let kafka = config.kafka.clone();
+    let topic = config.topic.clone();
+    let fetched = tokio::task::spawn_blocking(move || topic_id::fetch(&kafka, &topic)).await;
+    match fetched {
+        Ok(Ok(id)) => {
+            tracing::info!(topic = %config.topic, topic_id = %id, "topic id");
+            Some(id.to_string())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(topic = %config.topic, error = %e, "cannot learn the topic id: positions in the logs written for an earlier topic of this name would not be noticed");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 pub struct Application {
@@ -102,6 +131,15 @@ impl Application {
     /// consumer and binds the HTTP listener (port 0 picks a free port). Call within a
     /// multi-threaded Tokio runtime.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_wrapping_sink(config, |sink| sink).await
+    }
+
+    /// [`Application::build`], passing the opened sink through `wrap` first: for fault
+    /// injection in tests (a sink that fails once, a slow one).
+    pub async fn build_wrapping_sink(
+        config: Config,
+        wrap: impl FnOnce(Box<dyn Sink>) -> Box<dyn Sink>,
+    ) -> Result<Self, StartupError> {
         let lease = SlotLease::claim(&config.logs_dir, config.slot)?;
         let slot = lease.slot();
         let listener = bind(config.http_addr_for(slot)).await?;
@@ -114,6 +152,7 @@ impl Application {
 
         let log_path = lease.dir().join(LOG_FILE);
         let (sink, sink_description) = open_sink(&config, &lease).await?;
+        let sink = wrap(sink);
         readiness.set("sink", true, sink_description.clone());
 
         readiness.set(STARTUP_CHECK, false, "starting");
@@ -121,11 +160,12 @@ impl Application {
         let registry =
             Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
         let registry_check = Arc::clone(&registry);
+        let fences = Fences::open(&config.logs_dir, &config.topic, &slot.name())?;
         let pipeline = Pipeline::new(
             &config.topic,
             Decoder::with_format(config.input_format, registry, runtime),
-            config.filter.clone(),
             sink,
+            fences,
             dlq,
             metrics.clone(),
             FlushPolicy {
@@ -137,6 +177,7 @@ impl Application {
                 },
             },
         )
+        .with_filter(config.filter.clone())
         .with_resume_rewind(config.resume_rewind_records);
 
         let assignments = Arc::new(Assignments::new(&slot.name(), &config.group, &config.topic));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::fence::Fence;
 use crate::sink::{Positions, Sink, SinkBatch, SinkError, SinkRecord};
 
 /// A batch to write.
@@ -19,6 +20,8 @@ pub struct WriteJob {
     pub records: Vec<SinkRecord>,
     pub next_offsets: Positions,
     pub written_at: DateTime<Utc>,
+    /// The write fences of the batch's partitions (those of `next_offsets`), in partition order.
+    pub fences: Vec<Arc<Fence>>,
 }
 
 /// A batch after its write: the job back (to commit its offsets and reuse its buffer, now
@@ -30,6 +33,9 @@ pub struct WriteDone {
     pub duration: Duration,
     /// Records the batch held per partition (empty when the write failed).
     pub per_partition: Vec<(i32, u64)>,
+    /// Partitions another replica took over meanwhile: their records were not written, and
+    /// their offsets must not be committed.
+    pub fenced: Vec<i32>,
 }
 
 /// The sink, shared between the writer thread and the poll thread (which asks it for resume
@@ -55,13 +61,17 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
+                // After a failed write nothing more is written: a later batch would store
+                // positions past the failed one (the pipeline stops too; this is the last guard).
+                let mut failed = false;
                 for mut job in job_rx {
                     let started = Instant::now();
-                    let result = lock(&sink).write(&SinkBatch {
-                        records: &job.records,
-                        next_offsets: &job.next_offsets,
-                        written_at: job.written_at,
-                    });
+                    let (result, fenced) = if failed {
+                        (Err(SinkError::AfterFailure), Vec::new())
+                    } else {
+                        write_fenced(&sink, &mut job)
+                    };
+                    failed |= result.is_err();
                     let duration = started.elapsed();
                     let per_partition = if result.is_ok() {
                         summarize(&job, &latency)
@@ -69,11 +79,13 @@ impl Writer {
                         Vec::new()
                     };
                     job.records.clear();
+                    job.fences.clear();
                     let done = WriteDone {
                         job,
                         result,
                         duration,
                         per_partition,
+                        fenced,
                     };
                     if done_tx.send(done).is_err() {
                         return;
@@ -120,6 +132,39 @@ impl Writer {
         }
         done
     }
+}
+
+/// Writes `job` holding its partitions' fences (see [`crate::fence`]): only the partitions still
+/// ours are written, and no other replica takes one over until they are durable. Returns the
+/// partitions that were taken over (left out).
+fn write_fenced(sink: &SharedSink, job: &mut WriteJob) -> (Result<(), SinkError>, Vec<i32>) {
+    // Fences are locked in partition order by every writer, so two never wait for each other.
+    let mut held = Vec::with_capacity(job.fences.len());
+    let mut fenced = Vec::new();
+    for fence in &job.fences {
+        match fence.hold() {
+            Ok(Some(guard)) => held.push(guard),
+            Ok(None) => fenced.push(fence.partition()),
+            Err(e) => return (Err(e.into()), fenced),
+        }
+    }
+    if !fenced.is_empty() {
+        let before = job.records.len();
+        job.records.retain(|r| !fenced.contains(&r.partition));
+        job.next_offsets.retain(|p, _| !fenced.contains(p));
+        tracing::warn!(
+            partitions = ?fenced,
+            dropped = before - job.records.len(),
+            "another replica took these partitions over: their records are not written (the new owner writes them)"
+        );
+    }
+    let result = lock(sink).write(&SinkBatch {
+        records: &job.records,
+        next_offsets: &job.next_offsets,
+        written_at: job.written_at,
+    });
+    drop(held); // only now may a new owner read where the partitions end
+    (result, fenced)
 }
 
 /// Observes the latencies of a written batch's records; returns its record count per partition.

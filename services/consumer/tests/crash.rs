@@ -43,26 +43,46 @@ async fn kill_when_it_has_written(
     slot: &str,
     at_least: usize,
 ) -> usize {
+    wait_for_a_write(bed, slot, at_least).await;
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
+    child.wait().expect("reap");
+    lines_in_slot(bed, slot)
+}
+
+/// Returns the moment `slot`'s log grows again after holding `at_least` records: a batch is
+/// being written.
+async fn wait_for_a_write(bed: &Bed, slot: &str, at_least: usize) {
     testkit::wait_until(
         LONG,
         &format!("{slot} writing {at_least} records"),
         || async { (lines_in_slot(bed, slot) >= at_least).then_some(()) },
     )
     .await;
+    wait_for_a_write_past(bed, slot, 0);
+}
+
+fn log_size(bed: &Bed, slot: &str) -> u64 {
     let log = bed.logs_dir().join(slot).join("consumer_log.json");
-    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    let before = size();
+    std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Returns the moment `slot`'s log, once longer than `bytes`, grows again: a batch is being
+/// written. Watches the size alone, so it sees the write as it happens.
+fn wait_for_a_write_past(bed: &Bed, slot: &str, bytes: u64) {
     let deadline = std::time::Instant::now() + LONG;
-    while size() == before {
+    let mut size = log_size(bed, slot);
+    loop {
+        let now = log_size(bed, slot);
+        if now != size && size > bytes {
+            return;
+        }
+        size = now;
         assert!(
             std::time::Instant::now() < deadline,
             "{slot} stopped writing"
         );
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::yield_now();
     }
-    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
-    child.wait().expect("reap");
-    lines_in_slot(bed, slot)
 }
 
 async fn stop_gracefully(Process(child): &mut Process) {
@@ -230,4 +250,111 @@ async fn sigkill_mid_stream_then_restart_in_the_same_slot() {
          assignments after the restart: {back:?}"
     );
     assert_eq!(duplicates, 0, "no record written twice");
+}
+
+fn signal(Process(child): &Process, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, signal).expect("signal the consumer");
+}
+
+/// The (partition, offset) pairs found in more than one log line, with the slots holding them.
+fn offsets_written_twice(bed: &Bed) -> Vec<((i32, i64), Vec<String>)> {
+    let mut slots_of: std::collections::BTreeMap<(i32, i64), Vec<String>> = Default::default();
+    for line in bed.log_lines() {
+        slots_of
+            .entry((line.partition, line.offset))
+            .or_default()
+            .push(line.slot);
+    }
+    slots_of.into_iter().filter(|(_, s)| s.len() > 1).collect()
+}
+
+/// A replica frozen (SIGSTOP) for longer than its session timeout loses its partitions to the
+/// other replica, which resumes where the logs end and writes on. Thawed (SIGCONT), the frozen
+/// replica still holds records it read before the freeze (a batch half written, records read
+/// meanwhile, more fetched) and runs on before it learns that its assignment is gone: it must
+/// write none of them. No offset may appear in two logs. The freeze lands at a random moment of
+/// the frozen replica's work, so the test freezes it three times.
+///
+/// Dynamic membership, a short session timeout and a non-leader victim: tansu 0.6 expires only
+/// dynamic members and never replaces a leader (see the takeover test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_frozen_past_its_session_timeout_writes_nothing_its_successor_owns() {
+    const BURST: i32 = 20_000;
+    const FREEZES: i32 = 3;
+    let bed = Arc::new(Bed::new(10).await);
+    let settings = [
+        ("CONSUMER_STATIC_MEMBERSHIP", "false"),
+        ("CONSUMER_SESSION_TIMEOUT_MS", "10000"),
+        // Small batches: more fsyncs, so a burst keeps the replicas behind, with records read
+        // and waiting while a batch is written.
+        ("CONSUMER_FLUSH_MAX_RECORDS", "200"),
+    ];
+    let ([mut first, mut second], ports) =
+        two_replicas(&bed, Formation::LeaderFirst, &settings).await;
+    let producing = tokio::spawn(stream(Arc::clone(&bed), 1..=STREAM));
+
+    for freeze in 0..FREEZES {
+        let moved = testkit::wait_until(LONG, "consumer_2 owning partitions", || async {
+            let all = assignments(&ports).await?;
+            (covers_exactly(&all, 10) && !all[1].partitions.is_empty())
+                .then(|| all[1].partitions.clone())
+        })
+        .await;
+        // Frozen in the middle of its work: behind (a burst), a batch being written, more read.
+        let first_id = STREAM + 1 + freeze * BURST;
+        let burst = {
+            let bed = Arc::clone(&bed);
+            tokio::spawn(async move { bed.produce_products(first_id..first_id + BURST).await })
+        };
+        // A few hundred records of the burst in: it has most of its share still to write.
+        let busy_from = log_size(&bed, "consumer_2") + 100_000;
+        wait_for_a_write_past(&bed, "consumer_2", busy_from);
+        signal(&second, rustix::process::Signal::STOP);
+
+        // consumer_1 takes the frozen replica's partitions over once its session expired, and
+        // writes them on. (Had the freeze caught consumer_2 in the middle of a write, the
+        // takeover waits for that write, hence until the thaw: bounded here.)
+        let written_by_first = || {
+            read_log_lines(bed.logs_dir())
+                .iter()
+                .filter(|l| l.slot == "consumer_1" && moved.contains(&l.partition))
+                .count()
+        };
+        let before = written_by_first();
+        let took_over = tokio::time::timeout(Duration::from_secs(45), async {
+            testkit::wait_until(LONG, "consumer_1 writing the moved partitions", || async {
+                let all = assignment(ports[0]).await?;
+                (all.partitions.len() == 10 && written_by_first() > before + 100).then_some(())
+            })
+            .await;
+        })
+        .await
+        .is_ok();
+        signal(&second, rustix::process::Signal::CONT);
+        burst.await.unwrap();
+        // Whatever the thawed replica does with what it held, it has done it by now.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let twice = offsets_written_twice(&bed);
+        println!(
+            "freeze {freeze}: consumer_2's partitions {moved:?}; consumer_1 took them over \
+             before the thaw: {took_over}; offsets in two logs: {}",
+            twice.len()
+        );
+        assert!(
+            twice.is_empty(),
+            "offsets written twice: {} (e.g. {:?})",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        );
+    }
+
+    producing.await.unwrap();
+    let all_ids = 1..=STREAM + FREEZES * BURST;
+    bed.wait_for_ids(&all_ids.clone().collect(), LONG).await;
+    stop_gracefully(&mut first).await;
+    stop_gracefully(&mut second).await;
+    assert!(offsets_written_twice(&bed).is_empty());
+    let (duplicates, _) = duplicates(&bed, all_ids);
+    assert_eq!(duplicates, 0);
 }

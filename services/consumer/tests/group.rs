@@ -46,7 +46,7 @@ async fn five_consumers_share_ten_partitions_then_scale_out_and_in() {
     // The member ids are filled in once the group description names them.
     let with_members = testkit::wait_until(LONG, "member ids in /assignments", || async {
         let all = assignments(&ports).await?;
-        all.iter().all(|a| !a.member_id.is_empty()).then_some(all)
+        all.iter().all(|a| a.member_id.is_some()).then_some(all)
     })
     .await;
     let member_ids: BTreeSet<_> = with_members.iter().map(|a| a.member_id.clone()).collect();

@@ -70,3 +70,56 @@ async fn health_readiness_assignments_and_metrics() {
     }
     app.stop().await;
 }
+
+/// `/assignments` names the member id the group coordinator gave the replica, also for a dynamic
+/// member on a broker that reports no client ids (tansu), and never shows an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assignments_show_the_member_id_the_coordinator_gave() {
+    let bed = Bed::new(2).await;
+    // tansu describes a group only once it committed offsets.
+    bed.produce_products(1..=5).await;
+    let app = bed
+        .spawn_app_with(&[("CONSUMER_STATIC_MEMBERSHIP", "false")])
+        .await;
+    let url = format!("http://127.0.0.1:{}/assignments", app.port);
+    let member_id = testkit::wait_until(LONG, "a member id in /assignments", || async {
+        let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        match body.get("member_id") {
+            None => None,
+            Some(id) => {
+                let id = id.as_str().expect("member_id is a string");
+                assert!(!id.is_empty(), "an empty member id is shown: {body}");
+                Some(id.to_owned())
+            }
+        }
+    })
+    .await;
+
+    // The same id as in the coordinator's description of the group.
+    let group = bed.group.clone();
+    let described = tokio::task::spawn_blocking(move || {
+        let admin: rdkafka::consumer::BaseConsumer =
+            testkit::kafka().client_config().create().unwrap();
+        let groups = rdkafka::consumer::Consumer::fetch_group_list(
+            &admin,
+            None,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .flat_map(|g| g.members().iter().map(|m| m.id().to_owned()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        described,
+        std::slice::from_ref(&member_id),
+        "the group's only member"
+    );
+    assert!(member_id.starts_with("consumer_1-"), "{member_id}");
+    app.stop().await;
+}

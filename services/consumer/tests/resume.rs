@@ -57,3 +57,70 @@ async fn resumes_at_a_committed_offset_inside_a_batch() {
     let offsets: Vec<i64> = lines.iter().map(|l| l.offset).collect();
     assert_eq!(offsets, (15..40).collect::<Vec<_>>(), "in offset order");
 }
+
+/// The topic is deleted and created again under the same name between two runs of a consumer
+/// with the same logs directory (as `docker compose down && up` does to a broker without a
+/// volume): its offsets start again at 0, below the log's positions. The consumer notices that
+/// the checkpoint was written for another topic, says so, and reads the new topic from its
+/// beginning instead of skipping its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_created_again_under_the_same_name_is_read_from_its_beginning() {
+    let bed = Bed::new(2).await;
+    bed.produce_products(1..=100).await;
+    let app = bed.spawn_app().await;
+    bed.wait_for_ids(&(1..=100).collect(), LONG).await;
+    app.stop().await;
+
+    testkit::delete_topic(&bed.topic.name).await;
+    common::kafka::ensure_topic(&testkit::kafka(), &bed.topic, 1)
+        .await
+        .unwrap();
+    // Fewer records than before: every new offset is below the old positions.
+    bed.produce_products(101..=130).await;
+    let port = support::free_port();
+    let mut consumer = bed.spawn_binary("after-recreate", port);
+    bed.wait_for_ids(&(101..=130).collect(), Duration::from_secs(90))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
+    consumer.0.kill().unwrap();
+    consumer.0.wait().unwrap();
+
+    let lines = bed.log_lines();
+    let counts = support::count_by_id(&lines);
+    assert_eq!(
+        counts.len(),
+        130,
+        "the old topic's lines stay, the new one's follow"
+    );
+    assert!(counts.values().all(|&n| n == 1), "each record once");
+    let stderr = std::fs::read_to_string(bed.logs_dir().join("after-recreate.stderr")).unwrap();
+    let warnings: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains("written for another topic of this name"))
+        .map(without_colours)
+        .collect();
+    for partition in 0..2 {
+        assert!(
+            warnings
+                .iter()
+                .any(|l| l.contains(&format!("partition={partition}"))
+                    && l.contains("checkpoint_topic_id=")
+                    && l.contains("topic_id=")),
+            "a warning names partition {partition} and both ids: {warnings:?}"
+        );
+    }
+}
+
+/// `line` without its ANSI colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}

@@ -150,6 +150,34 @@ pub async fn create_topic(partitions: i32) -> TopicConfig {
     topic
 }
 
+/// Deletes `name` from the test broker and waits until its metadata no longer lists it. Drop
+/// every client that fetches from the topic first: librdkafka 2.12 crashed (SIGSEGV) in a
+/// consumer whose assigned topic was deleted on tansu 0.6.
+pub async fn delete_topic(name: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        kafka().client_config().create().expect("admin client");
+    let results = admin
+        .delete_topics(&[name], &AdminOptions::new())
+        .await
+        .expect("delete topics request");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("cannot delete topic {topic}: {code}"));
+    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{name} deleted"),
+        || async {
+            let partitions = common::kafka::partition_count(&kafka(), name)
+                .await
+                .expect("topic metadata");
+            partitions.is_none().then_some(())
+        },
+    )
+    .await;
+}
+
 /// Starts an in-process dev schema registry on an ephemeral port and returns its URL. It lives as
 /// long as the test's runtime.
 pub async fn spawn_registry() -> String {

@@ -21,9 +21,19 @@
 //! A replica killed in the middle of a write can leave a partial last line; it is not counted as
 //! written (it is not complete), and the slot's next owner truncates it before appending.
 //!
+//! Positions belong to one topic: a topic deleted and created again under the same name (or a
+//! broker started afresh, as `docker compose down && up` does) starts again at offset 0. The
+//! checkpoint therefore also records the topic id (KIP-516, see [`crate::topic_id`]) its
+//! positions were read from. A slot opened for a topic whose id differs from its checkpoint's
+//! drops that topic's positions (with a warning naming each partition and both ids) and so reads
+//! the new topic from its beginning, appending after the old lines; positions in other slots'
+//! checkpoints of another id are not used either. Lines past a checkpoint belong to that
+//! checkpoint's topic: a slot records the new id before it appends a line of the new topic.
+//! Checkpoints written before topic ids were recorded, and consumers that could not learn the id
+//! (TLS or SASL connections, brokers older than Kafka 2.8), are taken to be of the current topic.
+//!
 //! One `CONSUMER_LOGS_DIR` belongs to one consumer group. Deleting a log means deleting its whole
-//! slot directory (checkpoint included). Recreating a topic under the same name (offsets restart
-//! at 0) needs fresh slot directories too.
+//! slot directory (checkpoint included).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -239,6 +249,9 @@ fn push_json_str(buf: &mut Vec<u8>, text: &[u8]) {
 struct Checkpoint {
     log_bytes: u64,
     next_offsets: BTreeMap<String, Positions>,
+    /// By topic name: the id of the topic its `next_offsets` were read from, where known.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    topic_ids: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
@@ -274,6 +287,7 @@ pub struct JsonLogSink {
     logs_root: PathBuf,
     dir: PathBuf,
     topic: String,
+    topic_id: Option<String>,
     log: File,
     log_path: PathBuf,
     log_len: u64,
@@ -295,6 +309,18 @@ impl JsonLogSink {
     /// records of `topic`. Repairs what a crash may have left: a partial last line is removed,
     /// and complete lines past the checkpoint are taken into it.
     pub fn open(logs_root: &Path, slot_dir: &Path, topic: &str) -> Result<Self, SinkError> {
+        Self::open_for_topic_id(logs_root, slot_dir, topic, None)
+    }
+
+    /// [`JsonLogSink::open`] for the topic with id `topic_id` (when known): positions of the
+    /// topic read from another topic of the same name are dropped (see the module
+    /// documentation).
+    pub fn open_for_topic_id(
+        logs_root: &Path,
+        slot_dir: &Path,
+        topic: &str,
+        topic_id: Option<&str>,
+    ) -> Result<Self, SinkError> {
         let log_path = slot_dir.join(LOG_FILE);
         let existed = log_path.exists();
         let log = OpenOptions::new()
@@ -323,10 +349,27 @@ impl JsonLogSink {
             checkpoint.merge(scanned_topic, positions);
         }
         checkpoint.log_bytes = scan.complete_len;
+        if let Some(id) = topic_id {
+            if let Some(old) = checkpoint.topic_ids.get(topic).filter(|old| *old != id) {
+                for (partition, next) in checkpoint.next_offsets.remove(topic).unwrap_or_default() {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        checkpoint_topic_id = %old,
+                        topic_id = id,
+                        dropped_next_offset = next,
+                        checkpoint = %slot_dir.join(CHECKPOINT_FILE).display(),
+                        "the checkpoint was written for another topic of this name: the partition is read from the new topic's beginning"
+                    );
+                }
+            }
+            checkpoint.topic_ids.insert(topic.to_owned(), id.to_owned());
+        }
         let sink = Self {
             logs_root: logs_root.to_owned(),
             dir: slot_dir.to_owned(),
             topic: topic.to_owned(),
+            topic_id: topic_id.map(str::to_owned),
             log,
             log_path,
             log_len: scan.complete_len,
@@ -348,29 +391,63 @@ impl JsonLogSink {
         std::fs::write(&temp, bytes).map_err(io_error("write", &temp))?;
         std::fs::rename(&temp, &path).map_err(io_error("rename checkpoint to", &path))
     }
+
+    /// Appends the lines of `records` and fsyncs them.
+    fn append_batch(
+        &mut self,
+        records: &[SinkRecord],
+        written_at: DateTime<Utc>,
+    ) -> Result<(), SinkError> {
+        let written_at = format_written_at(written_at);
+        let lines = LineFormat::new(&self.topic, &written_at);
+        self.buf.clear();
+        let mut records = records.iter().peekable();
+        while let Some(record) = records.next() {
+            lines.append(&mut self.buf, record);
+            if self.buf.len() >= WRITE_CHUNK_BYTES || records.peek().is_none() {
+                append_lines(
+                    &mut self.log,
+                    &self.log_path,
+                    &mut self.log_len,
+                    &mut self.buf,
+                )?;
+            }
+        }
+        self.log
+            .sync_data()
+            .map_err(io_error("fsync", &self.log_path))
+    }
+
+    /// After a failed append or fsync, cuts the log back to `durable_len`: the failed batch's
+    /// lines that did reach the file (after a failed fsync perhaps only the page cache, which the
+    /// kernel may drop) must not be taken for durable lines by the next reader. The batch is read
+    /// again after a restart.
+    fn roll_back(&mut self, durable_len: u64) {
+        self.buf.clear();
+        match self
+            .log
+            .set_len(durable_len)
+            .and_then(|()| self.log.sync_data())
+        {
+            Ok(()) => self.log_len = durable_len,
+            Err(e) => tracing::error!(
+                log = %self.log_path.display(),
+                durable_len,
+                error = %e,
+                "cannot cut the failed batch off the log; its next owner keeps the complete lines"
+            ),
+        }
+    }
 }
 
 impl Sink for JsonLogSink {
     fn write(&mut self, batch: &SinkBatch<'_>) -> Result<(), SinkError> {
         if !batch.records.is_empty() {
-            let written_at = format_written_at(batch.written_at);
-            let lines = LineFormat::new(&self.topic, &written_at);
-            self.buf.clear();
-            let mut records = batch.records.iter().peekable();
-            while let Some(record) = records.next() {
-                lines.append(&mut self.buf, record);
-                if self.buf.len() >= WRITE_CHUNK_BYTES || records.peek().is_none() {
-                    append_lines(
-                        &mut self.log,
-                        &self.log_path,
-                        &mut self.log_len,
-                        &mut self.buf,
-                    )?;
-                }
+            let durable_len = self.log_len;
+            if let Err(e) = self.append_batch(batch.records, batch.written_at) {
+                self.roll_back(durable_len);
+                return Err(e);
             }
-            self.log
-                .sync_data()
-                .map_err(io_error("fsync", &self.log_path))?;
         }
         self.checkpoint.merge(&self.topic, batch.next_offsets);
         self.checkpoint.log_bytes = self.log_len;
@@ -388,11 +465,29 @@ impl Sink for JsonLogSink {
             if !is_slot {
                 continue;
             }
-            for (partition, next) in slot_positions(&entry.path(), &self.topic)? {
-                if partitions.contains(&partition) {
-                    let best = found.entry(partition).or_insert(next);
-                    *best = (*best).max(next);
+            let (positions, written_for) = slot_positions(&entry.path(), &self.topic)?;
+            let other_topic = match (&written_for, &self.topic_id) {
+                (Some(old), Some(id)) => old != id,
+                _ => false,
+            };
+            for (partition, next) in positions {
+                if !partitions.contains(&partition) {
+                    continue;
                 }
+                if other_topic {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition,
+                        checkpoint_topic_id = written_for.as_deref().unwrap_or_default(),
+                        topic_id = self.topic_id.as_deref().unwrap_or_default(),
+                        ignored_next_offset = next,
+                        slot = %entry.file_name().to_string_lossy(),
+                        "another slot's checkpoint was written for another topic of this name: its position is not used"
+                    );
+                    continue;
+                }
+                let best = found.entry(partition).or_insert(next);
+                *best = (*best).max(next);
             }
         }
         Ok(found)
@@ -414,18 +509,20 @@ fn append_lines(
     Ok(())
 }
 
-/// Next offsets of `topic` in the slot directory `dir`: its checkpoint plus its log's complete
-/// lines past the checkpoint.
-fn slot_positions(dir: &Path, topic: &str) -> Result<Positions, SinkError> {
+/// Next offsets of `topic` in the slot directory `dir` (its checkpoint plus its log's complete
+/// lines past the checkpoint), and the id of the topic they were read from, if recorded.
+fn slot_positions(dir: &Path, topic: &str) -> Result<(Positions, Option<String>), SinkError> {
     let log_path = dir.join(LOG_FILE);
     let mut checkpoint = read_checkpoint(dir);
+    let written_for = checkpoint.topic_ids.remove(topic);
     match File::open(&log_path) {
         Ok(log) => {
             // What we skip must be durable, not just in another process's page cache.
             log.sync_data().map_err(io_error("fsync", &log_path))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(checkpoint.next_offsets.remove(topic).unwrap_or_default());
+            let positions = checkpoint.next_offsets.remove(topic).unwrap_or_default();
+            return Ok((positions, written_for));
         }
         Err(e) => return Err(io_error("open", &log_path)(e)),
     }
@@ -433,7 +530,8 @@ fn slot_positions(dir: &Path, topic: &str) -> Result<Positions, SinkError> {
     for (scanned_topic, positions) in &scan.next_offsets {
         checkpoint.merge(scanned_topic, positions);
     }
-    Ok(checkpoint.next_offsets.remove(topic).unwrap_or_default())
+    let positions = checkpoint.next_offsets.remove(topic).unwrap_or_default();
+    Ok((positions, written_for))
 }
 
 /// The checkpoint in `dir`; missing or unreadable means "nothing checkpointed" (scan everything).
@@ -793,6 +891,47 @@ mod tests {
         assert_eq!(
             read_checkpoint(&dead).next_offsets["other_topic"],
             Positions::from([(4, 100)])
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_is_cut_off_the_log() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, mut sink) = open_slot(root.path(), "consumer_1");
+        let write = |sink: &mut JsonLogSink, offset| {
+            sink.write(&SinkBatch {
+                records: &[record(0, offset, None, None)],
+                next_offsets: &Positions::from([(0, offset + 1)]),
+                written_at: written_at(),
+            })
+            .unwrap();
+        };
+        write(&mut sink, 0);
+        let durable = std::fs::metadata(sink.log_path()).unwrap().len();
+        // What a failed batch may leave: complete lines and a partial one, not fsync'd.
+        let mut failed = Vec::new();
+        append_record(&mut failed, "t", &record(0, 1, None, None), "x");
+        append_record(&mut failed, "t", &record(0, 2, None, None), "x");
+        failed.truncate(failed.len() - 5);
+        sink.log.write_all(&failed).unwrap();
+        sink.log_len += failed.len() as u64;
+
+        sink.roll_back(durable);
+        assert_eq!(std::fs::metadata(sink.log_path()).unwrap().len(), durable);
+        assert_eq!(
+            sink.resume_positions(&[0]).unwrap(),
+            Positions::from([(0, 1)])
+        );
+        // The batch written again after the failure follows the last durable line.
+        write(&mut sink, 1);
+        let offsets: Vec<i64> = lines(sink.log_path())
+            .iter()
+            .map(|l| l["offset"].as_i64().unwrap())
+            .collect();
+        assert_eq!(offsets, [0, 1]);
+        assert_eq!(
+            read_checkpoint(&dir).log_bytes,
+            std::fs::metadata(sink.log_path()).unwrap().len()
         );
     }
 

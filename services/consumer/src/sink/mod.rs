@@ -74,6 +74,10 @@ pub enum SinkError {
         action: &'static str,
         source: rdkafka::error::KafkaError,
     },
+    #[error("not written: an earlier write failed")]
+    AfterFailure,
+    #[error(transparent)]
+    Fence(#[from] crate::fence::FenceError),
 }
 
 /// Maps an I/O error on `path` to [`SinkError::Io`].

@@ -3,9 +3,10 @@
 //! and HTTP endpoints.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
@@ -14,6 +15,7 @@ use common::config::{Env, TopicConfig};
 use common::product::Product;
 use common::registry::{RegistryClient, RegistryConfig};
 use common::CancellationToken;
+use consumer::sink::{Positions, Sink, SinkBatch, SinkError};
 use consumer::{Application, Config};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
@@ -155,6 +157,9 @@ impl Bed {
     }
 
     /// Produces products with the given ids (key = id), waiting for every acknowledgement.
+    /// At most 1000 records are in flight, so no record batch holds more than the 1000 records
+    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a fetch
+    /// that starts inside a batch gets nothing of it on tansu 0.6.
     pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
         produce_products_to(&self.topic.name, self.schema_id, ids).await;
     }
@@ -200,7 +205,10 @@ pub async fn produce_products_to(topic: &str, schema_id: u32, ids: impl IntoIter
                 .send_result(FutureRecord::to(topic).key(&key).payload(&value))
                 .expect("enqueue"),
         );
-        if deliveries.len() >= 5000 {
+        // At most 1000 in flight, so no record batch is longer than the 1000 records a consumer
+        // re-reads before its resume point (a fetch starting inside a batch gets nothing of it on
+        // tansu 0.6).
+        if deliveries.len() >= 1000 {
             await_all(std::mem::take(&mut deliveries)).await;
         }
     }
@@ -286,6 +294,103 @@ pub fn count_by_id(lines: &[LogLine]) -> HashMap<i32, usize> {
     counts
 }
 
+/// A sink that fails its `fail_at`-th write of records (the first is 1) after a pause, as a
+/// slow fsync that fails would, without writing any of it, then works again. What the failed
+/// batch held is kept in `failed` as (partition, offset) pairs.
+pub struct FailingSink {
+    inner: Box<dyn Sink>,
+    writes: usize,
+    fail_at: usize,
+    failed: Arc<Mutex<Vec<(i32, i64)>>>,
+}
+
+impl FailingSink {
+    pub fn wrap(
+        fail_at: usize,
+        failed: Arc<Mutex<Vec<(i32, i64)>>>,
+    ) -> impl FnOnce(Box<dyn Sink>) -> Box<dyn Sink> {
+        move |inner| {
+            Box::new(Self {
+                inner,
+                writes: 0,
+                fail_at,
+                failed,
+            })
+        }
+    }
+}
+
+impl Sink for FailingSink {
+    fn write(&mut self, batch: &SinkBatch<'_>) -> Result<(), SinkError> {
+        if !batch.records.is_empty() {
+            self.writes += 1;
+            if self.writes == self.fail_at {
+                std::thread::sleep(Duration::from_millis(300));
+                self.failed
+                    .lock()
+                    .unwrap()
+                    .extend(batch.records.iter().map(|r| (r.partition, r.offset)));
+                return Err(SinkError::Io {
+                    action: "fsync",
+                    path: PathBuf::from("injected"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "no space left on device (injected once)",
+                    ),
+                });
+            }
+        }
+        self.inner.write(batch)
+    }
+
+    fn resume_positions(&self, partitions: &[i32]) -> Result<Positions, SinkError> {
+        self.inner.resume_positions(partitions)
+    }
+
+    fn needs_keys(&self) -> bool {
+        self.inner.needs_keys()
+    }
+}
+
+/// The lowest offset per partition among `(partition, offset)` pairs.
+pub fn first_offsets(pairs: &[(i32, i64)]) -> BTreeMap<i32, i64> {
+    let mut first = BTreeMap::new();
+    for &(partition, offset) in pairs {
+        let entry = first.entry(partition).or_insert(offset);
+        *entry = (*entry).min(offset);
+    }
+    first
+}
+
+/// The group's committed offsets of `topic`'s `partitions` (absent: none committed).
+pub async fn committed_offsets(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = testkit::kafka()
+            .client_config()
+            .set("group.id", &group)
+            .create()
+            .expect("consumer to read committed offsets");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for partition in 0..partitions {
+            tpl.add_partition(&topic, partition);
+        }
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets")
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(offset) => Some((e.partition(), offset)),
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .expect("committed offsets thread")
+}
+
 /// A consumer running in this process.
 pub struct TestApp {
     pub port: u16,
@@ -296,7 +401,17 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(config: Config) -> Self {
-        let app = Application::build(config).await.expect("consumer builds");
+        Self::spawn_wrapping_sink(config, |sink| sink).await
+    }
+
+    /// Starts a consumer whose sink is passed through `wrap` (fault injection).
+    pub async fn spawn_wrapping_sink(
+        config: Config,
+        wrap: impl FnOnce(Box<dyn Sink>) -> Box<dyn Sink>,
+    ) -> Self {
+        let app = Application::build_wrapping_sink(config, wrap)
+            .await
+            .expect("consumer builds");
         let port = app.port();
         let slot = app.slot().name();
         let shutdown = CancellationToken::new();
@@ -340,7 +455,9 @@ impl Drop for TestApp {
 pub struct Assignment {
     pub slot: String,
     pub group: String,
-    pub member_id: String,
+    /// Absent until the consumer knows it.
+    #[serde(default)]
+    pub member_id: Option<String>,
     pub partitions: Vec<i32>,
 }
 
