@@ -261,3 +261,160 @@ async fn both_process_list_queries_list_a_running_statement_with_its_running_tim
     sleeping.await.unwrap();
     bed.drop_database().await;
 }
+
+/// Reads everything `source` has after `after` below one fresh horizon (one listing), and
+/// returns the new position and the `(id, price)` of each row read.
+async fn read_once(
+    source: &producer::source::mysql::MySqlSource,
+    after: Option<producer::position::Position>,
+) -> (Option<producer::position::Position>, Vec<(i64, f64)>) {
+    use producer::source::Source;
+    let mut reader = source.read_changes(after.clone(), 1000);
+    let mut after = after;
+    let mut ids = Vec::new();
+    while let Some(batch) = reader.next().await {
+        let batch = batch.expect("read");
+        for row in &batch.rows {
+            match row.id {
+                producer::position::RowKey::Int(id) => {
+                    ids.push((id, row.price.unwrap_or(f64::NAN)))
+                }
+                ref other => panic!("{other:?}"),
+            }
+        }
+        if let Some(end) = batch.end() {
+            after = Some(end);
+        }
+        if batch.caught_up {
+            break;
+        }
+    }
+    (after, ids)
+}
+
+/// Reads, listing afresh each time, until the rows read include `(id, price)` (other tests'
+/// transactions on the shared server may hold the horizon for a while), or fails naming it
+/// after 30 s: a row the watermark has passed is never read. Returns the position and the rows.
+async fn read_until(
+    source: &producer::source::mysql::MySqlSource,
+    mut after: Option<producer::position::Position>,
+    id: i64,
+    price: f64,
+) -> (Option<producer::position::Position>, Vec<(i64, f64)>) {
+    let mut all = Vec::new();
+    for _ in 0..300 {
+        let (end, rows) = read_once(source, after).await;
+        after = end;
+        all.extend(rows);
+        if all.contains(&(id, price)) {
+            return (after, all);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("row {id} at price {price} was never read: {all:?}");
+}
+
+/// A source on the test bed's database, as the producer builds it (50 ms delay).
+async fn source_of(bed: &TestBed) -> producer::source::mysql::MySqlSource {
+    use producer::source::Source;
+    let pool = producer::source::mysql::connect_lazy(&bed.db.url).unwrap();
+    let source = producer::source::mysql::MySqlSource::new(
+        pool,
+        producer::source::TableSpec::default(),
+        Duration::from_millis(50),
+        None,
+    );
+    source.inspect().await.unwrap();
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_waited_for_a_lock_between_two_listings_seconds_apart_is_not_skipped() {
+    // Review finding 1. Listings 3 s apart (a catch-up read, Kafka backpressure, a listing that
+    // failed): the statement starts (its row's stamp), waits for another table's metadata lock
+    // and finishes entirely between them, so no process list shows it; its transaction stays
+    // open and looks 0 s old at the next listing. InnoDB's age dates the transaction, not the
+    // row: only "not listed at the previous listing" bounds it.
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    insert_products(&mut conn, 100, 1, 1).await;
+    sqlx::raw_sql("CREATE TABLE other (i INT) ENGINE=InnoDB; INSERT INTO other VALUES (1)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let source = source_of(&bed).await;
+    let (after, _) = read_until(&source, None, 100, 20.0).await;
+
+    let mut holder = bed.connect().await;
+    sqlx::raw_sql("LOCK TABLES other WRITE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut writer = bed.connect().await;
+    begin(&mut writer).await;
+    let waiting = tokio::spawn(async move {
+        sqlx::Executor::execute(
+            &mut writer,
+            "UPDATE product SET price = 7.00 WHERE id = 100 AND (SELECT COUNT(*) FROM other) >= 0",
+        )
+        .await
+        .unwrap();
+        writer
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another writer commits a row stamped after the waiting statement's start.
+    insert_products(&mut conn, 2, 1, 1).await;
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut writer = waiting.await.unwrap();
+    // The updating transaction stays open across the next listing.
+    let (after, mut rows) = read_once(&source, after).await;
+    commit(&mut writer).await;
+    let (_, later) = read_until(&source, after, 100, 7.0).await;
+    rows.extend(later);
+    assert!(rows.iter().any(|r| r.0 == 2), "{rows:?}");
+    bed.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_xa_transaction_that_left_its_connection_is_not_skipped() {
+    // Its read-write id ties it to what the listing showed while its connection was open.
+    use sqlx::Connection;
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    insert_products(&mut conn, 100, 1, 1).await;
+    let source = source_of(&bed).await;
+    let (after, _) = read_until(&source, None, 100, 20.0).await;
+    let mut xa = bed.connect().await;
+    let xid = testkit::unique_name("xa");
+    sqlx::raw_sql(&format!("XA START '{xid}'"))
+        .execute(&mut xa)
+        .await
+        .unwrap();
+    insert_products(&mut xa, 1, 1, 1).await;
+    sqlx::raw_sql(&format!("XA END '{xid}'"))
+        .execute(&mut xa)
+        .await
+        .unwrap();
+    let (after, _) = read_once(&source, after).await;
+    sqlx::raw_sql(&format!("XA PREPARE '{xid}'"))
+        .execute(&mut xa)
+        .await
+        .unwrap();
+    xa.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    insert_products(&mut conn, 2, 1, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (after, mut rows) = read_once(&source, after).await;
+    sqlx::raw_sql(&format!("XA COMMIT '{xid}'"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, later) = read_until(&source, after, 1, 11.01).await;
+    rows.extend(later);
+    assert!(rows.iter().any(|r| r.0 == 2), "{rows:?}");
+    bed.drop_database().await;
+}

@@ -272,6 +272,12 @@ pub(crate) fn timestamp_offset(
     }
 }
 
+/// Whether no row can lie after `after` and below `horizon`: then a read runs no query (a
+/// horizon held at the start, [`NaiveDateTime::MIN`], is no value a database can compare).
+pub(crate) fn nothing_below(after: Option<&Position>, horizon: NaiveDateTime) -> bool {
+    horizon == NaiveDateTime::MIN || after.is_some_and(|p| p.last_updated >= horizon)
+}
+
 /// One changed row as the source stores it, before validation. Values the Avro schema cannot
 /// carry (a NULL name, a NaN price) are still represented, so they can be reported.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,11 +13,11 @@ use sqlx::Row;
 
 use super::changes::{BatchSender, ChangeReader};
 use super::open_transactions::{
-    parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement,
+    parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement, ServerStart,
 };
 use super::{
-    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, ListingProblem,
-    Source, SourceError, SourceRow, TableSpec, TimestampColumn,
+    is_utc_zone, nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
+    ListingProblem, Source, SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
 
@@ -62,6 +62,11 @@ const SERVER_SQL: &str = "\
 const LISTING_RETRY: Duration = Duration::from_secs(60);
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
+
+/// How long the server has been up, in whole seconds (no privilege needed; MySQL and MariaDB
+/// alike). Asked only when the open-transaction bookkeeping needs to know whether the server
+/// restarted ([`HorizonBounds::wants_server_start`]).
+const UPTIME_SQL: &str = "SHOW GLOBAL STATUS LIKE 'Uptime'";
 
 /// Batches one capture query reads at most. Its rows are streamed (cut into batches as they
 /// arrive); a read goes on with another query while queries come back full. Bounding a query
@@ -424,11 +429,17 @@ impl MySqlSource {
         if !blind {
             match self.listing(server).await {
                 Ok(listing) => {
-                    let mut state = self.horizon_state.lock().expect("horizon state lock");
-                    if state.blind_until.take().is_some() {
-                        tracing::info!("listing InnoDB's open transactions works again");
-                    }
-                    let listing = match listing {
+                    let wants_server_start = {
+                        let mut state = self.horizon_state.lock().expect("horizon state lock");
+                        if state.blind_until.take().is_some() {
+                            tracing::info!("listing InnoDB's open transactions works again");
+                        }
+                        match &listing {
+                            Ok(listing) => state.bounds.wants_server_start(listing),
+                            Err(_) => false,
+                        }
+                    };
+                    let mut listing = match listing {
                         Ok(listing) => listing,
                         Err(e) => {
                             // Transactions may be missing: keep the last safe horizon (or read
@@ -441,12 +452,17 @@ impl MySqlSource {
                                     ListingProblem::Unreadable
                                 }
                             };
+                            let state = self.horizon_state.lock().expect("horizon state lock");
                             return Ok((
                                 state.last.unwrap_or(NaiveDateTime::MIN),
                                 HorizonBound::IncompleteTransactionList(problem),
                             ));
                         }
                     };
+                    if wants_server_start {
+                        listing.server_start = Some(self.server_start().await?);
+                    }
+                    let mut state = self.horizon_state.lock().expect("horizon state lock");
                     let oldest = state.bounds.observe(&listing);
                     let bound = match oldest {
                         Some(started) if started < listing.listed_after => {
@@ -479,6 +495,28 @@ impl MySqlSource {
             read_horizon(db_now, None, self.delay),
             HorizonBound::WindowOnly(Blind::MissingPrivilege),
         ))
+    }
+
+    /// When the server started (see [`ServerStart`]).
+    async fn server_start(&self) -> Result<ServerStart, SourceError> {
+        let mut conn = self.pool.acquire().await?;
+        let (clock,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
+        let started = Instant::now();
+        let (_, uptime): (String, String) =
+            sqlx::query_as(UPTIME_SQL).fetch_one(&mut *conn).await?;
+        let uptime: u64 = uptime.trim().parse().map_err(|_| {
+            SourceError::Database(sqlx::Error::Protocol(format!(
+                "the server's Uptime is not a number: {uptime:?}"
+            )))
+        })?;
+        let at = ServerStart::from_uptime(clock, uptime);
+        // The status was read up to `took` after the clock: the start may be that much later.
+        let took =
+            chrono::Duration::from_std(started.elapsed()).unwrap_or(chrono::Duration::MAX / 2);
+        Ok(ServerStart {
+            earliest: at.earliest,
+            latest: at.latest + took,
+        })
     }
 
     /// The open transactions and running statements of the server (other than this
@@ -518,6 +556,7 @@ impl MySqlSource {
                 listed_before,
                 statements,
                 transactions,
+                server_start: None,
             }),
         )
     }
@@ -595,6 +634,17 @@ impl MySqlSource {
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon(queries.server).await?;
+        if nothing_below(after.as_ref(), horizon) {
+            out.send(Batch {
+                rows: Vec::new(),
+                horizon,
+                bound,
+                caught_up: true,
+                read_time: started.elapsed(),
+            })
+            .await;
+            return Ok(());
+        }
         // The values the column holds are UTC, or wall-clock time at `offset`.
         let shift = queries
             .offset

@@ -36,8 +36,8 @@ use sqlx::Row;
 
 use super::changes::{read_batch_by_batch, ChangeReader};
 use super::{
-    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, Source,
-    SourceError, SourceRow, TableSpec, TimestampColumn,
+    is_utc_zone, nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
+    Source, SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
 
@@ -419,6 +419,15 @@ impl PgSource {
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon().await?;
+        if nothing_below(after.as_ref(), horizon) {
+            return Ok(Batch {
+                rows: Vec::new(),
+                horizon,
+                bound,
+                caught_up: true,
+                read_time: started.elapsed(),
+            });
+        }
         // A `timestamp` column holds wall-clock time at `offset`.
         let shift = queries
             .offset
