@@ -1082,7 +1082,7 @@ mod tests {
             connection: None,
             ..rw(7, 300, 0)
         };
-        let after_recovery = listing("2024-05-01 10:00:40.000", &[recovered.clone()]);
+        let after_recovery = listing("2024-05-01 10:00:40.000", std::slice::from_ref(&recovered));
         assert!(bounds.wants_server_start(&after_recovery));
         let after_recovery = Listing {
             server_start: started("2024-05-01 10:00:40.000", 1),
