@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sqlx::MySqlConnection;
 use support::{
-    count_versions, insert_products, read_until_table_arrived, RunningProducer, TestBed,
+    count_versions, insert_products, read_once, read_until, read_until_table_arrived,
+    RunningProducer, TestBed,
 };
 
 /// A statement whose text imitates InnoDB's listing: dashes (the line InnoDB prints after a lock
@@ -260,58 +261,6 @@ async fn both_process_list_queries_list_a_running_statement_with_its_running_tim
     }
     sleeping.await.unwrap();
     bed.drop_database().await;
-}
-
-/// Reads everything `source` has after `after` below one fresh horizon (one listing), and
-/// returns the new position and the `(id, price)` of each row read.
-async fn read_once(
-    source: &producer::source::mysql::MySqlSource,
-    after: Option<producer::position::Position>,
-) -> (Option<producer::position::Position>, Vec<(i64, f64)>) {
-    use producer::source::Source;
-    let mut reader = source.read_changes(after.clone(), 1000);
-    let mut after = after;
-    let mut ids = Vec::new();
-    while let Some(batch) = reader.next().await {
-        let batch = batch.expect("read");
-        for row in &batch.rows {
-            match row.id {
-                producer::position::RowKey::Int(id) => {
-                    ids.push((id, row.price.unwrap_or(f64::NAN)))
-                }
-                ref other => panic!("{other:?}"),
-            }
-        }
-        if let Some(end) = batch.end() {
-            after = Some(end);
-        }
-        if batch.caught_up {
-            break;
-        }
-    }
-    (after, ids)
-}
-
-/// Reads, listing afresh each time, until the rows read include `(id, price)` (other tests'
-/// transactions on the shared server may hold the horizon for a while), or fails naming it
-/// after 30 s: a row the watermark has passed is never read. Returns the position and the rows.
-async fn read_until(
-    source: &producer::source::mysql::MySqlSource,
-    mut after: Option<producer::position::Position>,
-    id: i64,
-    price: f64,
-) -> (Option<producer::position::Position>, Vec<(i64, f64)>) {
-    let mut all = Vec::new();
-    for _ in 0..300 {
-        let (end, rows) = read_once(source, after).await;
-        after = end;
-        all.extend(rows);
-        if all.contains(&(id, price)) {
-            return (after, all);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("row {id} at price {price} was never read: {all:?}");
 }
 
 /// A source on the test bed's database, as the producer builds it (50 ms delay).

@@ -678,3 +678,62 @@ async fn a_timestamp_column_in_whole_seconds_is_refused() {
     );
     bed.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_prepared_for_two_phase_commit_is_not_skipped() {
+    // Review finding 3. After PREPARE TRANSACTION the transaction is no longer in
+    // pg_stat_activity, but its rows keep the now() of its start and become visible only at
+    // COMMIT PREPARED, after later rows were read. Needs max_prepared_transactions > 0 (off by
+    // default): a server of the test's own.
+    use producer::source::postgres::{connect_lazy, PgSource};
+    use producer::source::{Source, TableSpec};
+    use support::{read_once, read_until, PrivatePostgres};
+    let server = PrivatePostgres::start(&[("max_prepared_transactions", "5")]);
+    let url = server.create_database("two_phase").await;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE product (id int PRIMARY KEY, name text NOT NULL, category text, \
+         price numeric(10,2) NOT NULL, last_updated timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO product (id, name, price) VALUES (100, 'first', 1.00)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let source = PgSource::new(
+        connect_lazy(&url).unwrap(),
+        TableSpec::default(),
+        Duration::from_millis(50),
+        None,
+    );
+    source.inspect().await.unwrap();
+    let (after, _) = read_until(&source, None, 100, 1.0).await;
+
+    let mut two_phase = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; INSERT INTO product (id, name, price) VALUES (1, 'prepared', 2.00)")
+        .execute(&mut two_phase)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::raw_sql("PREPARE TRANSACTION 'two_phase_test'")
+        .execute(&mut two_phase)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::raw_sql("INSERT INTO product (id, name, price) VALUES (2, 'later', 3.00)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (after, mut rows) = read_once(&source, after).await;
+    assert!(
+        rows.is_empty(),
+        "the prepared transaction holds the later row back: {rows:?}"
+    );
+    sqlx::raw_sql("COMMIT PREPARED 'two_phase_test'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, later) = read_until(&source, after, 1, 2.0).await;
+    rows.extend(later);
+    assert!(rows.contains(&(2, 3.0)), "{rows:?}");
+}

@@ -24,6 +24,7 @@
 //! `backend_type` as NULL) makes that read fall back to the window alone, which the capture loop
 //! makes visible.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,18 +45,25 @@ use crate::position::{read_horizon, Position, RowKey};
 /// The database clock (not `now()`, which stands still inside a transaction).
 const NOW_SQL: &str = "SELECT (clock_timestamp() AT TIME ZONE 'UTC') AS db_now";
 
-/// The start of the oldest open transaction of another client session of this database, and
-/// how many such sessions hide their state from us: for another role's session, without
+/// The start of the oldest open transaction of another client session of this database, how
+/// many such sessions hide their state from us (for another role's session, without
 /// `pg_read_all_stats`, `pg_stat_activity` shows `state`, `xact_start` and `backend_type` as
-/// NULL (only the database and the role stay visible).
+/// NULL; only the database and the role stay visible), and the ids of this database's
+/// transactions prepared for two-phase commit. A transaction leaves `pg_stat_activity` at
+/// `PREPARE TRANSACTION` only once it is listed in `pg_prepared_xacts`; the prepared ones are read
+/// in a subquery that depends on the sessions' row, so after the sessions, and none is missed in
+/// between.
 const ACTIVITY_SQL: &str = "\
-    SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
-           count(*) FILTER (WHERE state IS NULL) AS hidden \
-      FROM pg_stat_activity \
-     WHERE pid <> pg_backend_pid() \
-       AND (backend_type = 'client backend' OR backend_type IS NULL) \
-       AND datname = current_database() \
-       AND (xact_start IS NOT NULL OR state IS NULL)";
+    SELECT a.oldest, a.hidden, \
+           (SELECT array_agg(p.transaction::text) FROM pg_prepared_xacts p \
+             WHERE p.database = current_database() AND a.hidden >= 0) AS prepared \
+      FROM (SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
+                   count(*) FILTER (WHERE state IS NULL) AS hidden \
+              FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() \
+               AND (backend_type = 'client backend' OR backend_type IS NULL) \
+               AND datname = current_database() \
+               AND (xact_start IS NOT NULL OR state IS NULL)) a";
 
 /// The time zone this database sets for its sessions (`ALTER DATABASE ... SET TimeZone`), and
 /// whether the server's configuration files may be read (`pg_file_settings`).
@@ -291,8 +299,16 @@ pub struct PgSource {
     delay: Duration,
     /// `SOURCE_TIMESTAMP_TIME_ZONE`.
     writer_time_zone: Option<FixedOffset>,
+    horizon_state: Arc<Mutex<HorizonState>>,
+}
+
+/// What the horizon needs between reads.
+#[derive(Default)]
+struct HorizonState {
     /// The last horizon; a horizon never has to move back (each one stays safe).
-    last: Arc<Mutex<Option<NaiveDateTime>>>,
+    last: Option<NaiveDateTime>,
+    /// The transactions prepared for two-phase commit (by id) and the horizon each holds.
+    prepared: HashMap<String, NaiveDateTime>,
 }
 
 impl PgSource {
@@ -308,7 +324,7 @@ impl PgSource {
             queries: Arc::default(),
             delay: capture_delay,
             writer_time_zone,
-            last: Arc::default(),
+            horizon_state: Arc::default(),
         }
     }
 
@@ -394,21 +410,38 @@ impl PgSource {
         // the moment between its first statement's arrival and its start being published,
         // covered by the delay) is listed, or has ended.
         let (db_now,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
-        let (oldest, hidden): (Option<NaiveDateTime>, i64) =
+        let (oldest, hidden, prepared): (Option<NaiveDateTime>, i64, Option<Vec<String>>) =
             sqlx::query_as(ACTIVITY_SQL).fetch_one(&mut *conn).await?;
         drop(conn);
+        let mut state = self.horizon_state.lock().expect("horizon lock");
+        // A prepared transaction has left pg_stat_activity, but its rows keep the stamps of its
+        // start. One not listed as prepared before was open (and listed) at the previous read if
+        // it started before it, or started after it: either way, the previous horizon is below
+        // its rows, and it holds there until it is committed or rolled back.
+        let first_seen = state.last.unwrap_or(NaiveDateTime::MIN);
+        let prepared: HashMap<String, NaiveDateTime> = prepared
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| {
+                let held = state.prepared.get(&id).copied().unwrap_or(first_seen);
+                (id, held)
+            })
+            .collect();
+        let held = prepared.values().min().copied();
+        state.prepared = prepared;
         let bound = if hidden > 0 {
             HorizonBound::WindowOnly(Blind::HiddenSessions)
         } else {
             match oldest {
+                _ if held.is_some() => HorizonBound::OpenTransaction,
                 Some(started) if started < db_now => HorizonBound::OpenTransaction,
                 _ => HorizonBound::Window,
             }
         };
         let horizon = read_horizon(db_now, oldest, self.delay);
-        let mut last = self.last.lock().expect("horizon lock");
-        let horizon = last.map_or(horizon, |h| h.max(horizon));
-        *last = Some(horizon);
+        let horizon = held.map_or(horizon, |held| horizon.min(held));
+        let horizon = state.last.map_or(horizon, |h| h.max(horizon));
+        state.last = Some(horizon);
         Ok((horizon, bound))
     }
 

@@ -14,6 +14,8 @@ use common::config::{Env, TopicConfig};
 use common::product::Product;
 use common::registry::{RegistryClient, RegistryConfig};
 use producer::metrics::ProducerMetrics;
+use producer::position::{Position, RowKey};
+use producer::source::Source;
 use producer::{Application, Config, StartupError};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -298,6 +300,55 @@ pub async fn read_until_table_arrived(bed: &TestBed, conn: &mut MySqlConnection)
     received
 }
 
+/// Reads everything `source` has after `after` in one read (MySQL: one listing), and
+/// returns the new position and the `(id, price)` of each row read.
+pub async fn read_once(
+    source: &impl Source,
+    after: Option<Position>,
+) -> (Option<Position>, Vec<(i64, f64)>) {
+    let mut reader = source.read_changes(after.clone(), 1000);
+    let mut after = after;
+    let mut ids = Vec::new();
+    while let Some(batch) = reader.next().await {
+        let batch = batch.expect("read");
+        for row in &batch.rows {
+            match row.id {
+                RowKey::Int(id) => ids.push((id, row.price.unwrap_or(f64::NAN))),
+                ref other => panic!("{other:?}"),
+            }
+        }
+        if let Some(end) = batch.end() {
+            after = Some(end);
+        }
+        if batch.caught_up {
+            break;
+        }
+    }
+    (after, ids)
+}
+
+/// Reads, listing afresh each time, until the rows read include `(id, price)` (other tests'
+/// transactions on the shared server may hold the horizon for a while), or fails naming it
+/// after 30 s: a row the watermark has passed is never read. Returns the position and the rows.
+pub async fn read_until(
+    source: &impl Source,
+    mut after: Option<Position>,
+    id: i64,
+    price: f64,
+) -> (Option<Position>, Vec<(i64, f64)>) {
+    let mut all = Vec::new();
+    for _ in 0..300 {
+        let (end, rows) = read_once(source, after).await;
+        after = end;
+        all.extend(rows);
+        if all.contains(&(id, price)) {
+            return (after, all);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("row {id} at price {price} was never read: {all:?}");
+}
+
 /// A producer running in this process.
 pub struct RunningProducer {
     pub port: u16,
@@ -529,4 +580,151 @@ impl Drop for PrivateBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server of one test's own, for settings the shared one must not be given (it is
+/// never reconfigured or restarted): `initdb` into a temporary directory (trust authentication,
+/// superuser `postgres`), started on a free loopback port with `settings`, as the `postgres`
+/// user when the test runs as root (PostgreSQL refuses to run as root). The binaries come from
+/// `TEST_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin` (Debian's, which
+/// `scripts/testbed.sh up` installs). Stopped on drop.
+pub struct PrivatePostgres {
+    /// The server's URL without a database.
+    pub url: String,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start(settings: &[(&str, &str)]) -> Self {
+        let bin = std::env::var_os("TEST_POSTGRES_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .filter_map(|e| Some(e.ok()?.path().join("bin")))
+                    .filter(|bin| bin.join("initdb").exists())
+                    .collect();
+                found.sort_by_key(|bin| {
+                    bin.parent()
+                        .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+                });
+                found.pop()
+            })
+            .expect(
+                "PostgreSQL's initdb and pg_ctl (TEST_POSTGRES_BIN, or /usr/lib/postgresql/*/bin)",
+            );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let as_postgres = command_output("id", &["-u"]) == "0";
+        if as_postgres {
+            let id = |flag| {
+                command_output("id", &[flag, "postgres"])
+                    .parse::<u32>()
+                    .expect("a postgres user (the PostgreSQL package creates it)")
+            };
+            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g")))
+                .expect("give the data directory to postgres");
+        }
+        let data = dir.path().join("data");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let server = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}"),
+            bin,
+            data,
+            as_postgres,
+            _dir: dir,
+        };
+        let data = server.data.display().to_string();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let mut options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            server.data.display()
+        );
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        let log = server.data.join("server.log").display().to_string();
+        server.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+        server
+    }
+
+    /// One of the server's programs, to run as `postgres` when running as root.
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    /// Runs one of the server's programs; panics with its output when it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL program");
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// A new database on it, and its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.url))
+            .await
+            .expect("connect to the private PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        format!("{}/{name}", self.url)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The trimmed standard output of a command that must succeed.
+fn command_output(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
