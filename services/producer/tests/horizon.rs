@@ -367,3 +367,47 @@ async fn a_prepared_xa_transaction_that_left_its_connection_is_not_skipped() {
     assert!(rows.iter().any(|r| r.0 == 2), "{rows:?}");
     bed.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_list_keeps_every_way_of_running_a_statement_and_leaves_idle_threads_out() {
+    // Review findings 4 and 5. Most of these threads cannot be made to appear on the shared
+    // server (array binding needs MariaDB's bulk protocol, replication an applier, events the
+    // event scheduler, which it runs without), so the server evaluates the filter both
+    // process-list queries use on the entries such threads show.
+    use producer::source::mysql::RUNNING_STATEMENTS;
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    let entries = [
+        ("Query", "app", true),
+        ("Execute", "app", true),
+        // MariaDB's COM_STMT_BULK_EXECUTE: Connector/J batches, Python executemany, ...
+        ("Bulk_execute", "app", true),
+        // A scheduled event's statement runs in a worker shown as `Connect`.
+        ("Connect", "app", true),
+        ("Sleep", "app", false),
+        ("Daemon", "event_scheduler", false),
+        ("Binlog Dump", "replica", false),
+        ("Binlog Dump GTID", "replica", false),
+        ("Delayed insert", "DELAYED", false),
+        // Replication appliers: waiting for work, their time grows forever.
+        ("Slave_SQL", "system user", false),
+        ("Slave_worker", "system user", false),
+        ("Slave_IO", "system user", false),
+        ("Query", "system user", false),
+        ("Connect", "system user", false),
+    ];
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 0 AS ID, ? AS COMMAND, ? AS USER) AS p \
+         WHERE {RUNNING_STATEMENTS}"
+    );
+    for (command, user, running) in entries {
+        let count: i64 = sqlx::query_scalar(&sql)
+            .bind(command)
+            .bind(user)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(count == 1, running, "COMMAND {command}, USER {user}");
+    }
+    bed.drop_database().await;
+}

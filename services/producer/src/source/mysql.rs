@@ -27,27 +27,50 @@ const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
 
+/// The process-list entries (`information_schema.PROCESSLIST AS p`) that are statements which
+/// may stamp rows: every command but the idle ones, so that no way of running a statement is
+/// missed (MariaDB's `Bulk_execute` for array binding, an event's statement shown as `Connect`,
+/// `Query`, `Execute`, ...). Left out, because their time grows while they wait for work and
+/// would hold the horizon forever: idle connections (`Sleep`), the event scheduler (`Daemon`),
+/// a replica's connection to this server (`Binlog Dump`), `INSERT DELAYED`'s handler thread
+/// (MyISAM and Aria only), and replication appliers (`USER` `system user`; MariaDB's `Slave_IO`,
+/// `Slave_SQL`, `Slave_worker`). What an applier writes carries its source's stamps, which no
+/// horizon of this server bounds: capture from the source, not a replica.
+macro_rules! running_statements {
+    () => {
+        "p.ID <> CONNECTION_ID() \
+         AND p.COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID', \
+                               'Delayed insert', 'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+         AND NOT (p.USER <=> 'system user')"
+    };
+}
+
+/// See [`running_statements`].
+pub const RUNNING_STATEMENTS: &str = running_statements!();
+
 /// The database clock, the reader's own connection and the statements running on the other
 /// connections, read just before each listing (one row at least: the clock's). MariaDB reports a
 /// statement's running time in `TIME_MS` (milliseconds with microsecond precision, not changed
 /// by `SET TIMESTAMP`); `QUERY_ID` is not used, because a stored procedure's statements get new
 /// ids while their command's time runs on.
-pub const ROUND_SQL_MARIADB: &str = "\
-    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
-           CAST(p.ID AS SIGNED) AS connection_id, \
-           CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
-      FROM (SELECT 1) AS clock \
-      LEFT JOIN information_schema.PROCESSLIST AS p \
-        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
+pub const ROUND_SQL_MARIADB: &str = concat!(
+    "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+            CAST(p.ID AS SIGNED) AS connection_id, \
+            CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
+       FROM (SELECT 1) AS clock \
+       LEFT JOIN information_schema.PROCESSLIST AS p ON ",
+    running_statements!()
+);
 
 /// The same for MySQL, whose process list has whole seconds only (`TIME`).
-pub const ROUND_SQL_MYSQL: &str = "\
-    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
-           CAST(p.ID AS SIGNED) AS connection_id, \
-           CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
-      FROM (SELECT 1) AS clock \
-      LEFT JOIN information_schema.PROCESSLIST AS p \
-        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
+pub const ROUND_SQL_MYSQL: &str = concat!(
+    "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+            CAST(p.ID AS SIGNED) AS connection_id, \
+            CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
+       FROM (SELECT 1) AS clock \
+       LEFT JOIN information_schema.PROCESSLIST AS p ON ",
+    running_statements!()
+);
 
 /// InnoDB's live transaction list is part of this output (see [`super::open_transactions`]).
 const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
