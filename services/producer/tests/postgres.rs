@@ -37,6 +37,10 @@ const PROTOTYPE_002_VARS: [(&str, &str); 3] = [
     ("SOURCE_TIMESTAMP_COLUMN", "updated_timestamp"),
 ];
 
+/// Its `updated_timestamp` holds wall-clock time: the tests' writers connect with sqlx, which
+/// sets `TimeZone` to UTC, and the producer must be told so.
+const WRITERS_IN_UTC: (&str, &str) = ("SOURCE_TIMESTAMP_TIME_ZONE", "UTC");
+
 /// One test's private world on PostgreSQL.
 struct PgBed {
     db: TestPgDatabase,
@@ -85,8 +89,15 @@ impl PgBed {
         config_from(env, overrides)
     }
 
-    /// Prototype 002's variables plus `overrides`.
+    /// Prototype 002's variables, its writers' zone (UTC) and `overrides`.
     fn prototype_config(&self, overrides: &[(&str, &str)]) -> Config {
+        let mut all = vec![WRITERS_IN_UTC];
+        all.extend_from_slice(overrides);
+        self.prototype_config_without_zone(&all)
+    }
+
+    /// Prototype 002's variables plus `overrides`, the writers' zone not stated.
+    fn prototype_config_without_zone(&self, overrides: &[(&str, &str)]) -> Config {
         let mut all = PROTOTYPE_002_VARS.to_vec();
         all.extend_from_slice(overrides);
         self.config(&all)
@@ -533,9 +544,6 @@ async fn sessions_of_roles_the_producer_may_not_see_turn_readiness_off_and_say_w
     as_admin(&[
         format!("CREATE ROLE {producer_role} LOGIN"),
         format!("CREATE ROLE {writer_role} LOGIN"),
-        // The producer's role cannot read the server's configuration; the database states its
-        // time zone (for the `timestamp` column).
-        format!("ALTER DATABASE \"{db}\" SET TimeZone = 'UTC'"),
     ])
     .await;
     let mut conn = bed.connect().await;
@@ -610,12 +618,14 @@ async fn a_timestamp_column_of_a_database_in_another_zone_is_refused_unless_the_
         bed.db.name
     )])
     .await;
-    let err = startup_error(bed.prototype_config(&[])).await.to_string();
+    let err = startup_error(bed.prototype_config_without_zone(&[]))
+        .await
+        .to_string();
     assert_mentions(
         &err,
         &[
             "column products.updated_timestamp (SOURCE_TIMESTAMP_COLUMN) is timestamp without time zone",
-            "the server's default time zone is Asia/Kolkata, not UTC",
+            "the server's default time zone is Asia/Kolkata",
             "TYPE timestamptz USING \"updated_timestamp\" AT TIME ZONE 'Asia/Kolkata'",
             "SOURCE_TIMESTAMP_TIME_ZONE",
         ],
@@ -736,4 +746,31 @@ async fn a_transaction_prepared_for_two_phase_commit_is_not_skipped() {
     let (_, later) = read_until(&source, after, 1, 2.0).await;
     rows.extend(later);
     assert!(rows.contains(&(2, 3.0)), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_column_is_refused_without_the_writers_zone_even_when_the_default_is_utc() {
+    // Review finding 7: the database's default zone proves nothing about its writers (PgJDBC
+    // sends the JVM's zone at connect, a role may set its own): a wall-clock column needs
+    // SOURCE_TIMESTAMP_TIME_ZONE, whatever the default.
+    let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
+    as_admin(&[format!(
+        "ALTER DATABASE \"{}\" SET TimeZone = 'UTC'",
+        bed.db.name
+    )])
+    .await;
+    let err = startup_error(bed.prototype_config_without_zone(&[]))
+        .await
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            "column products.updated_timestamp (SOURCE_TIMESTAMP_COLUMN) is timestamp without time zone",
+            "the server's default time zone is UTC, but any session may set its own",
+            "ALTER TABLE \"products\" ALTER COLUMN \"updated_timestamp\" TYPE timestamptz",
+            "set SOURCE_TIMESTAMP_TIME_ZONE",
+        ],
+    );
+    assert!(!bed.watermark_path().exists(), "nothing was captured");
+    bed.drop_database().await;
 }

@@ -16,7 +16,7 @@ use super::open_transactions::{
     parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement, ServerStart,
 };
 use super::{
-    is_utc_zone, nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
+    nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
     ListingProblem, Source, SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
@@ -298,15 +298,12 @@ struct ServerZone {
 }
 
 impl ServerZone {
-    /// The zone a session gets unless it sets one, and whether it is UTC.
-    fn default_zone(&self) -> (String, bool) {
+    /// The zone a session gets unless it sets one.
+    fn default_zone(&self) -> String {
         if self.time_zone.eq_ignore_ascii_case("SYSTEM") {
-            (
-                format!("SYSTEM ({})", self.system_time_zone),
-                is_utc_zone(&self.system_time_zone),
-            )
+            format!("SYSTEM ({})", self.system_time_zone)
         } else {
-            (self.time_zone.clone(), is_utc_zone(&self.time_zone))
+            self.time_zone.clone()
         }
     }
 }
@@ -607,7 +604,7 @@ impl MySqlSource {
                         column = %self.spec.timestamp_column,
                         column_type = %column.shown_type,
                         writers_offset = %offset.map_or("+00:00".to_owned(), |o| o.to_string()),
-                        server_time_zone = %zone.default_zone().0,
+                        server_time_zone = %zone.default_zone(),
                         "the timestamp column holds wall-clock time: read as written at this \
                          offset from UTC (writers must not change their session's time zone)"
                     );
@@ -859,16 +856,13 @@ mod tests {
             offset_for(("timestamp", "timestamp(3)"), &utc, 50, None),
             Ok(None)
         );
-        assert_eq!(
-            offset_for(("datetime", "datetime(6)"), &utc, 50, None),
-            Ok(None)
-        );
+        // A DATETIME with its writers' zone stated.
         assert_eq!(
             offset_for(
                 ("datetime", "datetime(6)"),
-                &zone("+00:00", "CET"),
+                &utc,
                 50,
-                None
+                FixedOffset::east_opt(0)
             ),
             Ok(None)
         );
@@ -901,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn datetime_is_refused_unless_the_server_zone_is_utc_or_the_writers_offset_is_stated() {
+    fn datetime_is_refused_unless_the_writers_offset_is_stated_whatever_the_server_zone() {
         let err = offset_for(
             ("datetime", "datetime(6)"),
             &zone("SYSTEM", "CET"),
@@ -910,10 +904,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("is datetime(6)")
-                && err.contains("SYSTEM (CET), not UTC")
+            err.contains("column product.last_updated (SOURCE_TIMESTAMP_COLUMN) is datetime(6)")
+                && err.contains("SYSTEM (CET)")
                 && err.contains("SOURCE_TIMESTAMP_TIME_ZONE")
-                && err.contains("TIMESTAMP(6)"),
+                && err.contains("MODIFY `last_updated` TIMESTAMP(6)"),
             "{err}"
         );
         let err = offset_for(
@@ -923,7 +917,22 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(err.contains("+02:00, not UTC"), "{err}");
+        assert!(err.contains("+02:00"), "{err}");
+        // Review findings 6 and 7: a UTC default proves nothing. `SYSTEM` with `GMT` is a
+        // Europe/London server started in winter (it writes BST all summer); any session may
+        // `SET time_zone`.
+        for utc_default in [
+            zone("SYSTEM", "GMT"),
+            zone("SYSTEM", "UTC"),
+            zone("+00:00", "CET"),
+        ] {
+            let err = offset_for(("datetime", "datetime(6)"), &utc_default, 50, None).unwrap_err();
+            assert!(
+                err.contains("any session may set its own")
+                    && err.contains("SOURCE_TIMESTAMP_TIME_ZONE"),
+                "{err}"
+            );
+        }
         let ist = FixedOffset::east_opt(5 * 3600 + 1800);
         assert_eq!(
             offset_for(("datetime", "datetime(6)"), &zone("SYSTEM", "CET"), 50, ist),

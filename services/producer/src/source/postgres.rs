@@ -8,9 +8,8 @@
 //!   compares positions, e.g. after a read-back).
 //! * Timestamps: `timestamptz` columns are converted to UTC (`AT TIME ZONE 'UTC'`). A
 //!   `timestamp` column holds each writer's wall-clock time: it is read at the offset
-//!   `SOURCE_TIMESTAMP_TIME_ZONE` states, else accepted only when the database's default time
-//!   zone is UTC (see [`super::timestamp_offset`]). The producer's sessions run with
-//!   `TimeZone = UTC`.
+//!   `SOURCE_TIMESTAMP_TIME_ZONE` states, and refused without it (see
+//!   [`super::timestamp_offset`]). The producer's sessions run with `TimeZone = UTC`.
 //! * `price` is read as `float8` (a `NUMERIC(10,2)` converts exactly to the nearest double).
 //!
 //! The read horizon: `now()` / `CURRENT_TIMESTAMP` is the start time of the writing transaction,
@@ -22,7 +21,9 @@
 //! old start time. A session whose `xact_start` the producer's user cannot see (another role's
 //! session, without `pg_read_all_stats`; `pg_stat_activity` then shows its `state` and
 //! `backend_type` as NULL) makes that read fall back to the window alone, which the capture loop
-//! makes visible.
+//! makes visible. A transaction prepared for two-phase commit (`PREPARE TRANSACTION`) leaves
+//! `pg_stat_activity` but keeps its start's stamps until `COMMIT PREPARED`: while
+//! `pg_prepared_xacts` lists it, the horizon stays where it was when it was first listed there.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -37,8 +38,8 @@ use sqlx::Row;
 
 use super::changes::{read_batch_by_batch, ChangeReader};
 use super::{
-    is_utc_zone, nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
-    Source, SourceError, SourceRow, TableSpec, TimestampColumn,
+    nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, Source,
+    SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
 
@@ -219,7 +220,7 @@ fn timestamp_column(
     spec: &TableSpec,
     columns: &[Column],
     kind: TimestampKind,
-    default_zone: impl FnOnce() -> Result<(String, bool), String>,
+    default_zone: impl FnOnce() -> Result<String, String>,
 ) -> TimestampColumn {
     let (_, _, shown, typmod) = columns
         .iter()
@@ -239,7 +240,7 @@ fn timestamp_column(
             TimestampKind::Naive => {
                 let default_zone = default_zone();
                 let zone = match &default_zone {
-                    Ok((zone, _)) => zone.clone(),
+                    Ok(zone) => zone.clone(),
                     Err(_) => "<the writers' time zone>".to_owned(),
                 };
                 ColumnTime::WallClock {
@@ -374,34 +375,32 @@ impl PgSource {
             .await
     }
 
-    /// The time zone a session of this database gets unless it sets one: the database's own
-    /// setting, else the server's configuration (readable with `pg_read_all_settings`). The
-    /// producer's own sessions cannot show it: the client library sets `TimeZone` when it
-    /// connects, which overrides both.
-    async fn default_zone(&self) -> Result<Result<(String, bool), String>, SourceError> {
+    /// The time zone a session of this database gets unless it or its role sets one, for the
+    /// message that refuses a `timestamp` column (with the `ALTER` that converts it): the
+    /// database's own setting, else the server's configuration (readable with
+    /// `pg_read_all_settings`). The producer's own sessions cannot show it: the client library
+    /// sets `TimeZone` when it connects, which overrides both.
+    async fn default_zone(&self) -> Result<Result<String, String>, SourceError> {
         let (database_zone, reads_settings): (Option<String>, bool) =
             sqlx::query_as(DATABASE_ZONE_SQL)
                 .fetch_one(&self.pool)
                 .await?;
-        let zone =
-            match database_zone {
-                Some(zone) => zone,
-                None if reads_settings => {
-                    let configured: Option<(String,)> = sqlx::query_as(SERVER_ZONE_SQL)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    // Not configured at all: the built-in default.
-                    configured.map_or_else(|| "GMT".to_owned(), |(zone,)| zone)
-                }
-                None => return Ok(Err(
-                    "it may not read the server's configuration: GRANT pg_read_all_settings TO \
-                     the producer's role, or set the database's own: ALTER DATABASE ... SET \
-                     TimeZone = 'UTC'"
-                        .to_owned(),
-                )),
-            };
-        let utc = is_utc_zone(&zone);
-        Ok(Ok((zone, utc)))
+        let zone = match database_zone {
+            Some(zone) => zone,
+            None if reads_settings => {
+                let configured: Option<(String,)> = sqlx::query_as(SERVER_ZONE_SQL)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                // Not configured at all: the built-in default.
+                configured.map_or_else(|| "GMT".to_owned(), |(zone,)| zone)
+            }
+            None => {
+                return Ok(Err(
+                    "the producer's role may not read the server's configuration".to_owned(),
+                ))
+            }
+        };
+        Ok(Ok(zone))
     }
 
     async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
