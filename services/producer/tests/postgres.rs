@@ -540,7 +540,6 @@ async fn sessions_of_roles_the_producer_may_not_see_turn_readiness_off_and_say_w
     let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
     let producer_role = testkit::unique_name("ps_producer");
     let writer_role = testkit::unique_name("ps_writer");
-    let db = &bed.db.name;
     as_admin(&[
         format!("CREATE ROLE {producer_role} LOGIN"),
         format!("CREATE ROLE {writer_role} LOGIN"),
