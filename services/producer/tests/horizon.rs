@@ -411,3 +411,82 @@ async fn the_process_list_keeps_every_way_of_running_a_statement_and_leaves_idle
     }
     bed.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_xa_transaction_keeps_holding_capture_back_across_a_server_crash() {
+    // Review finding 2, on a MariaDB of the test's own (the shared one must not crash): InnoDB
+    // recovers a prepared XA transaction with the recovery time as its start, so its age no
+    // longer fits what the producer remembered of it.
+    use producer::source::mysql::{connect_lazy, MySqlSource};
+    use producer::source::{Source, TableSpec};
+    use sqlx::Connection;
+    use support::{try_read_once, PrivateMariaDb};
+    let mut server = PrivateMariaDb::start().await;
+    let url = server.create_database("restart").await;
+    let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    insert_products(&mut conn, 100, 1, 1).await;
+    let source = MySqlSource::new(
+        connect_lazy(&url).unwrap(),
+        TableSpec::default(),
+        Duration::from_millis(50),
+        None,
+    );
+    source.inspect().await.unwrap();
+    let (after, _) = read_until(&source, None, 100, 20.0).await;
+
+    let mut xa = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    for sql in [
+        "XA START 'crash'",
+        "INSERT INTO product (id, name, category, price) VALUES (1, 'prepared', 'Cat_1', 11.01)",
+        "XA END 'crash'",
+        "XA PREPARE 'crash'",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut xa).await.unwrap();
+    }
+    let (after, mut rows) = read_once(&source, after).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    insert_products(&mut conn, 2, 1, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Listed again, the prepared transaction holds row 2 back; then the server crashes.
+    let (after, more) = read_once(&source, after).await;
+    rows.extend(more);
+    assert!(rows.is_empty(), "{rows:?}");
+    drop(xa);
+    drop(conn);
+    server.crash_and_restart().await;
+    let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    let (recovered,): (String,) = sqlx::query_as("SHOW ENGINE INNODB STATUS")
+        .fetch_one(&mut conn)
+        .await
+        .map(|(_, _, status): (String, String, String)| (status,))
+        .unwrap();
+    assert!(
+        recovered.contains("recovered trx"),
+        "the prepared transaction was recovered: {recovered}"
+    );
+    // The first reads after the restart may meet the pool's dead connections.
+    let mut after = after;
+    for _ in 0..50 {
+        match try_read_once(&source, after.clone()).await {
+            Ok((end, more)) => {
+                after = end;
+                rows.extend(more);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let (end, more) = read_once(&source, after).await;
+    rows.extend(more);
+    assert!(
+        rows.is_empty(),
+        "the recovered transaction still holds row 2 back: {rows:?}"
+    );
+    sqlx::raw_sql("XA COMMIT 'crash'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, more) = read_until(&source, end, 1, 11.01).await;
+    rows.extend(more);
+    assert!(rows.contains(&(2, 12.02)), "{rows:?}");
+}

@@ -306,11 +306,19 @@ pub async fn read_once(
     source: &impl Source,
     after: Option<Position>,
 ) -> (Option<Position>, Vec<(i64, f64)>) {
+    try_read_once(source, after).await.expect("read")
+}
+
+/// [`read_once`], failing with the source's error.
+pub async fn try_read_once(
+    source: &impl Source,
+    after: Option<Position>,
+) -> Result<(Option<Position>, Vec<(i64, f64)>), producer::source::SourceError> {
     let mut reader = source.read_changes(after.clone(), 1000);
     let mut after = after;
     let mut ids = Vec::new();
     while let Some(batch) = reader.next().await {
-        let batch = batch.expect("read");
+        let batch = batch?;
         for row in &batch.rows {
             match row.id {
                 RowKey::Int(id) => ids.push((id, row.price.unwrap_or(f64::NAN))),
@@ -324,7 +332,7 @@ pub async fn read_once(
             break;
         }
     }
-    (after, ids)
+    Ok((after, ids))
 }
 
 /// Reads, listing afresh each time, until the rows read include `(id, price)` (other tests'
@@ -617,15 +625,9 @@ impl PrivatePostgres {
                 "PostgreSQL's initdb and pg_ctl (TEST_POSTGRES_BIN, or /usr/lib/postgresql/*/bin)",
             );
         let dir = tempfile::tempdir().expect("temp dir");
-        let as_postgres = command_output("id", &["-u"]) == "0";
+        let as_postgres = running_as_root();
         if as_postgres {
-            let id = |flag| {
-                command_output("id", &[flag, "postgres"])
-                    .parse::<u32>()
-                    .expect("a postgres user (the PostgreSQL package creates it)")
-            };
-            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g")))
-                .expect("give the data directory to postgres");
+            give_to(dir.path(), "postgres");
         }
         let data = dir.path().join("data");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -717,6 +719,146 @@ impl Drop for PrivatePostgres {
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// A MariaDB server of one test's own, for what must not be done to the shared one (a crash and
+/// a restart): `mariadb-install-db` into a temporary directory (root without a password), then
+/// `/usr/sbin/mariadbd` on a free loopback port, as the `mysql` user when the test runs as root.
+/// Killed on drop.
+pub struct PrivateMariaDb {
+    /// The server's URL without a database.
+    pub url: String,
+    port: u16,
+    /// `--user=mysql` when running as root.
+    user_args: Vec<String>,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMariaDb {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut user_args = Vec::new();
+        if running_as_root() {
+            give_to(dir.path(), "mysql");
+            user_args.push("--user=mysql".to_owned());
+        }
+        let data = dir.path().join("data").display().to_string();
+        let output = std::process::Command::new("mariadb-install-db")
+            .args(["--no-defaults", &format!("--datadir={data}")])
+            .args(&user_args)
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db (package mariadb-server)");
+        assert!(
+            output.status.success(),
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = Self {
+            url: format!("mysql://root@127.0.0.1:{port}"),
+            port,
+            user_args,
+            dir,
+            child: None,
+        };
+        server.run().await;
+        server
+    }
+
+    async fn run(&mut self) {
+        let dir = self.dir.path().display().to_string();
+        let child = std::process::Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults".to_owned(),
+                format!("--datadir={dir}/data"),
+                format!("--port={}", self.port),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--socket={dir}/mariadbd.sock"),
+                format!("--pid-file={dir}/mariadbd.pid"),
+                format!("--log-error={dir}/error.log"),
+                "--innodb-buffer-pool-size=16M".to_owned(),
+                "--skip-log-bin".to_owned(),
+            ])
+            .args(&self.user_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/mariadbd");
+        self.child = Some(child);
+        let url = self.url.clone();
+        testkit::wait_until(
+            Duration::from_secs(60),
+            "the private MariaDB to answer",
+            || {
+                let url = url.clone();
+                async move {
+                    let mut conn = MySqlConnection::connect(&url).await.ok()?;
+                    sqlx::query("SELECT 1").execute(&mut conn).await.ok()?;
+                    conn.close().await.ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills the server (SIGKILL: InnoDB recovers at the next start) and starts it again.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill mariadbd");
+            child.wait().expect("reap mariadbd");
+        }
+        self.run().await;
+    }
+
+    /// A new database on it with the `product` table's migrations, and its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let mut admin = MySqlConnection::connect(&self.url)
+            .await
+            .expect("connect to the private MariaDB");
+        sqlx::query(&format!("CREATE DATABASE `{name}`"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        let url = format!("{}/{name}", self.url);
+        let mut conn = MySqlConnection::connect(&url).await.expect("connect");
+        sqlx::migrate!("../../schemas/migrations/mysql")
+            .run(&mut conn)
+            .await
+            .expect("migrations apply");
+        conn.close().await.ok();
+        url
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    command_output("id", &["-u"]) == "0"
+}
+
+/// Gives `path` to the system user `user` (a database server refuses to run as root).
+fn give_to(path: &std::path::Path, user: &str) {
+    let id = |flag| {
+        command_output("id", &[flag, user])
+            .parse::<u32>()
+            .unwrap_or_else(|_| panic!("a {user} user (the server's package creates it)"))
+    };
+    std::os::unix::fs::chown(path, Some(id("-u")), Some(id("-g")))
+        .unwrap_or_else(|e| panic!("give {} to {user}: {e}", path.display()));
 }
 
 /// The trimmed standard output of a command that must succeed.
