@@ -328,11 +328,12 @@ impl SeenTransaction {
     }
 
     /// Whether its read-write id is `now`'s but its age says another transaction: after a
-    /// restart, a recovered transaction; otherwise statement text imitating one.
+    /// restart, a recovered transaction; otherwise statement text imitating one. (One without an
+    /// age is committing: its rows are visible to the next read.)
     fn same_id_other_age(&self, now: &OpenTransaction, now_span: Option<Span>) -> bool {
         now.rw_id.is_some()
             && now.rw_id == self.rw_id
-            && !matches!((self.span, now_span), (Some(seen), Some(now)) if seen.meet(now).is_some())
+            && matches!((self.span, now_span), (Some(seen), Some(now)) if seen.meet(now).is_none())
     }
 }
 
@@ -1103,6 +1104,32 @@ mod tests {
         );
         assert!(!bounds.wants_server_start(&later));
         assert_eq!(bounds.observe(&later), Some(t("2024-05-01 10:00:00.000")));
+    }
+
+    #[test]
+    fn the_server_start_is_asked_at_the_first_listing_and_never_on_the_normal_path() {
+        let mut bounds = HorizonBounds::default();
+        let first = listing("2024-05-01 10:00:00.000", &[rw(7, 300, 0)]);
+        assert!(bounds.wants_server_start(&first));
+        bounds.observe(&Listing {
+            server_start: started("2024-05-01 10:00:00.000", 3_600),
+            ..first
+        });
+        let committing = OpenTransaction {
+            active_seconds: None,
+            ..rw(7, 300, 0)
+        };
+        let steady = [
+            listing("2024-05-01 10:00:00.100", &[rw(7, 300, 0), rw(8, 301, 0)]),
+            listing("2024-05-01 10:00:01.150", &[rw(7, 300, 1), rw(8, 302, 0)]),
+            // Caught while it commits (no age), then gone.
+            listing("2024-05-01 10:00:01.250", &[committing, trx(9, 0)]),
+            listing("2024-05-01 10:00:01.350", &[trx(9, 0)]),
+        ];
+        for l in steady {
+            assert!(!bounds.wants_server_start(&l), "{l:?}");
+            bounds.observe(&l);
+        }
     }
 
     #[test]
