@@ -338,37 +338,58 @@ consumer_slot_of_pid() {
     echo "$slot"
 }
 
-# start_consumer BIN_DIR: starts one consumer, waits until it has claimed its slot and serves
-# HTTP, then records it as $NATIVE_DIR/consumer_N.pid with its log at $NATIVE_LOG_DIR/consumer_N.log.
-# Sets STARTED_SLOT to the slot number (a global, so that the consumer stays our child).
-STARTED_SLOT=""
-start_consumer() {
-    local bin_dir="$1" tmp_log pid slot="" deadline
+# launch_consumer BIN_DIR: starts one consumer and returns at once; until its slot is known it is
+# recorded as $NATIVE_DIR/consumer.starting.KEY.pid with its log at
+# $NATIVE_LOG_DIR/consumer.starting.KEY.log. Sets LAUNCHED_KEY (a global, so that the consumer
+# stays our child). Several can start at once: each claims the lowest free slot (a lock file).
+LAUNCHED_KEY=""
+CONSUMER_LAUNCHES=0
+launch_consumer() {
+    local bin_dir="$1"
     command -v ss >/dev/null 2>&1 || die "'ss' (iproute2) is needed to find which slot a consumer took"
-    tmp_log="$NATIVE_LOG_DIR/consumer.starting.$$.log"
-    start_service consumer "$bin_dir/consumer" "$tmp_log" "$NATIVE_DIR/consumer.starting.pid"
-    pid="$(read_pidfile "$NATIVE_DIR/consumer.starting.pid")"
+    CONSUMER_LAUNCHES=$((CONSUMER_LAUNCHES + 1))
+    LAUNCHED_KEY="$$-$CONSUMER_LAUNCHES"
+    start_service consumer "$bin_dir/consumer" "$NATIVE_LOG_DIR/consumer.starting.$LAUNCHED_KEY.log" \
+        "$NATIVE_DIR/consumer.starting.$LAUNCHED_KEY.pid"
+}
+
+# await_consumer_slot KEY: waits until the consumer launched as KEY has claimed its slot and
+# serves HTTP, then records it as $NATIVE_DIR/consumer_N.pid with its log at
+# $NATIVE_LOG_DIR/consumer_N.log. Sets STARTED_SLOT to the slot number.
+STARTED_SLOT=""
+await_consumer_slot() {
+    local key="$1" tmp_log pid_file pid slot="" deadline
+    tmp_log="$NATIVE_LOG_DIR/consumer.starting.$key.log"
+    pid_file="$NATIVE_DIR/consumer.starting.$key.pid"
+    pid="$(read_pidfile "$pid_file")"
     deadline=$((SECONDS + 60))
     until slot="$(consumer_slot_of_pid "$pid")"; do
         if ! pid_alive "$pid"; then
             tail -n 30 "$tmp_log" >&2 || true
-            rm -f "$NATIVE_DIR/consumer.starting.pid"
+            rm -f "$pid_file"
             die "a consumer (pid $pid) exited during start-up (log: $tmp_log)"
         fi
         if ((SECONDS >= deadline)); then
             tail -n 30 "$tmp_log" >&2 || true
             stop_pid "$pid" consumer 10
-            rm -f "$NATIVE_DIR/consumer.starting.pid"
+            rm -f "$pid_file"
             die "a consumer (pid $pid) did not claim a slot and serve /assignments within 60s (log: $tmp_log)"
         fi
-        sleep 0.3
+        sleep 0.05
     done
     local log_file="$NATIVE_LOG_DIR/consumer_$slot.log"
     [[ -f "$log_file" ]] && mv -f "$log_file" "$log_file.1"
     mv -f "$tmp_log" "$log_file"
     echo "$pid" >"$NATIVE_DIR/consumer_$slot.pid"
-    rm -f "$NATIVE_DIR/consumer.starting.pid"
+    rm -f "$pid_file"
     STARTED_SLOT="$slot"
+}
+
+# start_consumer BIN_DIR: starts one consumer and waits for its slot (launch_consumer, then
+# await_consumer_slot). Sets STARTED_SLOT.
+start_consumer() {
+    launch_consumer "$1"
+    await_consumer_slot "$LAUNCHED_KEY"
 }
 
 # running_consumer_slots: slots of the consumers this native run started, ascending.

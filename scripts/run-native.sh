@@ -8,7 +8,9 @@
 #   MySQL            the local MariaDB on 127.0.0.1:3306 (started, or installed, if needed)
 #   schema registry  dev-schema-registry on 127.0.0.1:8081 (for development only)
 #   product-updater  http://127.0.0.1:9101   seeds data/products.csv, then keeps changing prices
-#   producer         http://127.0.0.1:9102   creates the topic, streams changes to Kafka
+#   topic            created first with the tansu CLI (else by the producer), so that the
+#                    consumers can start at once and join the group while the rest starts
+#   producer         http://127.0.0.1:9102   streams changes to Kafka
 #   consumer x N     http://127.0.0.1:911N   (consumer_N serves on 9110+N; default N = 5)
 #
 # Output of the consumers: consumer_logs/consumer_N/consumer_log.json. Process logs:
@@ -98,9 +100,12 @@ stop_everything() {
     mapfile -t slots < <(running_consumer_slots)
     ((${#slots[@]} == 0)) || stop_consumers "${slots[@]}"
     rm -f "$NATIVE_DIR"/consumer_*.pid
-    if [[ -f "$NATIVE_DIR/consumer.starting.pid" ]]; then
-        stop_pidfile "$NATIVE_DIR/consumer.starting.pid" consumer 30
-    fi
+    local starting
+    for starting in "$NATIVE_DIR"/consumer.starting.*.pid; do
+        if [[ -e "$starting" ]]; then
+            stop_pidfile "$starting" consumer 30
+        fi
+    done
     stop_pidfile "$NATIVE_DIR/producer.pid" producer 30
     stop_pidfile "$NATIVE_DIR/product-updater.pid" product-updater 30
     stop_pidfile "$NATIVE_DIR/registry.pid" dev-schema-registry 10
@@ -141,6 +146,78 @@ else
     start_tansu "$storage" "$NATIVE_LOG_DIR/tansu.log" "$NATIVE_DIR/tansu.pid"
 fi
 
+# --- build --------------------------------------------------------------------------------------
+for addr in "$UPDATER_ADDR" "$PRODUCER_ADDR"; do
+    port_open "${addr%:*}" "${addr##*:}" && die "port ${addr##*:} is already in use; is another pipeline running?"
+done
+info "building the services ($PROFILE)"
+build_flags=()
+[[ "$PROFILE" == release ]] && build_flags=(--release)
+cargo build "${build_flags[@]}" -p product-updater -p producer -p consumer -p dev-schema-registry \
+    || die "cargo build failed"
+
+# --- topic and consumers -----------------------------------------------------------------------
+# The topic is created first, as compose's kafka-init does, and the consumers start at once: they
+# join the group while the other services start. Joining is most of a first run's time (tansu 0.6
+# holds each JoinGroup and SyncGroup of a static member for 3 s), and a topic that appeared only
+# after they joined would cost one more rebalance. Without the tansu CLI (or on a secured broker)
+# the producer creates the topic and the consumers start once it exists.
+topic_exists() {
+    local tansu
+    tansu="$(find_tansu)" || return 0 # without the tansu CLI, rely on the producer's readiness
+    # Prints the topics as JSON: [{"error_code":0,"name":"product_updates",...}, ...]
+    "$tansu" topic list --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" 2>/dev/null | grep -qF -- "\"name\":\"$TOPIC\""
+}
+# create_topic: creates $TOPIC with $TOPIC_PARTITIONS partitions unless it exists; true when it
+# exists afterwards.
+create_topic() {
+    local tansu
+    [[ "${KAFKA_SECURITY_PROTOCOL:-plaintext}" == plaintext ]] || return 1
+    tansu="$(find_tansu)" || return 1
+    topic_exists && return 0
+    "$tansu" topic create "$TOPIC" --partitions "$TOPIC_PARTITIONS" \
+        --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1 || true
+    topic_exists
+}
+
+# Everything scale-consumers.sh needs to start more consumers like these.
+{
+    declare -px DATABASE_URL KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL TOPIC TOPIC_PARTITIONS \
+        WATERMARK_PATH CONSUMER_LOGS_DIR CONSUMER_GROUP CONSUMER_RESUME_REWIND_RECORDS PRODUCTS_CSV \
+        LOG_FORMAT RUST_LOG
+    for v in KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD \
+        SCHEMA_REGISTRY_USERNAME SCHEMA_REGISTRY_PASSWORD; do
+        if [[ -n "${!v:-}" ]]; then declare -px "$v"; fi
+    done
+    printf 'BIN_DIR=%q\n' "$BIN_DIR"
+} >"$NATIVE_DIR/env.sh"
+chmod 600 "$NATIVE_DIR/env.sh"
+
+# launch_consumers: starts the $CONSUMERS consumers at once (each claims the lowest free slot);
+# LAUNCHED_KEYS lists them for await_consumers.
+LAUNCHED_KEYS=()
+launch_consumers() {
+    local i
+    for ((i = 1; i <= CONSUMERS; i++)); do
+        launch_consumer "$BIN_DIR"
+        LAUNCHED_KEYS+=("$LAUNCHED_KEY")
+    done
+}
+await_consumers() {
+    local key
+    for key in "${LAUNCHED_KEYS[@]}"; do
+        await_consumer_slot "$key"
+        info "consumer_$STARTED_SLOT: up (pid $(read_pidfile "$NATIVE_DIR/consumer_$STARTED_SLOT.pid")) at http://127.0.0.1:$((CONSUMER_PORT_BASE + STARTED_SLOT))"
+    done
+}
+
+CONSUMERS_LAUNCHED=""
+if create_topic; then
+    info "topic $TOPIC: ready; starting $CONSUMERS consumers while the other services start"
+    launch_consumers
+    CONSUMERS_LAUNCHED=1
+fi
+
 # --- database -----------------------------------------------------------------------------------
 case "$DATABASE_URL" in
 mysql://*@127.0.0.1:3306/* | mysql://*@localhost:3306/* | mariadb://*@127.0.0.1:3306/*)
@@ -154,16 +231,6 @@ mysql://*@127.0.0.1:3306/* | mysql://*@localhost:3306/* | mariadb://*@127.0.0.1:
     ;;
 *) info "MySQL: using DATABASE_URL as given (not the local MariaDB)" ;;
 esac
-
-# --- build --------------------------------------------------------------------------------------
-for addr in "$UPDATER_ADDR" "$PRODUCER_ADDR"; do
-    port_open "${addr%:*}" "${addr##*:}" && die "port ${addr##*:} is already in use; is another pipeline running?"
-done
-info "building the services ($PROFILE)"
-build_flags=()
-[[ "$PROFILE" == release ]] && build_flags=(--release)
-cargo build "${build_flags[@]}" -p product-updater -p producer -p consumer -p dev-schema-registry \
-    || die "cargo build failed"
 
 # --- schema registry ----------------------------------------------------------------------------
 if http_ok "$SCHEMA_REGISTRY_URL/health" || http_ok "$SCHEMA_REGISTRY_URL/subjects"; then
@@ -180,11 +247,12 @@ else
 fi
 
 # --- services -----------------------------------------------------------------------------------
-# start_http_service NAME ADDR: starts target/<profile>/NAME with HTTP_ADDR=ADDR, waits for /health.
+# start_http_service NAME ADDR [PATH]: starts target/<profile>/NAME with HTTP_ADDR=ADDR, waits
+# until PATH (default /health) answers 200.
 start_http_service() {
-    local name="$1" addr="$2"
+    local name="$1" addr="$2" path="${3:-/health}"
     HTTP_ADDR="$addr" start_service "$name" "$BIN_DIR/$name" "$NATIVE_LOG_DIR/$name.log" "$NATIVE_DIR/$name.pid"
-    if ! wait_until 60 "$name on http://$addr/health" service_healthy "$NATIVE_DIR/$name.pid" "http://$addr/health"; then
+    if ! wait_until 60 "$name on http://$addr$path" service_healthy "$NATIVE_DIR/$name.pid" "http://$addr$path"; then
         tail -n 30 "$NATIVE_LOG_DIR/$name.log" >&2 || true
         die "$name did not become healthy (log: $NATIVE_LOG_DIR/$name.log)"
     fi
@@ -195,39 +263,20 @@ service_healthy() {
     http_ok "$2"
 }
 
-start_http_service product-updater "$UPDATER_ADDR"
+# The producer starts once the updater is ready, i.e. has migrated the database: it picks the
+# capture index at start, and a migration running meanwhile may replace that index.
+start_http_service product-updater "$UPDATER_ADDR" /ready
 start_http_service producer "$PRODUCER_ADDR"
 
-# Consumers start once the producer has created the topic (as compose's kafka-init does).
-topic_exists() {
-    local tansu
-    tansu="$(find_tansu)" || return 0 # without the tansu CLI, rely on the producer's readiness
-    # Prints the topics as JSON: [{"error_code":0,"name":"product_updates",...}, ...]
-    "$tansu" topic list --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" 2>/dev/null | grep -qF -- "\"name\":\"$TOPIC\""
-}
-producer_ready_and_topic() {
-    http_ok "http://$PRODUCER_ADDR/ready" && topic_exists
-}
-wait_until 90 "the producer to be ready and topic $TOPIC to exist" producer_ready_and_topic \
-    || warn "producer not ready or topic $TOPIC not visible yet; starting consumers anyway (they wait for the topic)"
-
-# Everything scale-consumers.sh needs to start more consumers like these.
-{
-    declare -px DATABASE_URL KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL TOPIC TOPIC_PARTITIONS \
-        WATERMARK_PATH CONSUMER_LOGS_DIR CONSUMER_GROUP CONSUMER_RESUME_REWIND_RECORDS PRODUCTS_CSV \
-        LOG_FORMAT RUST_LOG
-    for v in KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD \
-        SCHEMA_REGISTRY_USERNAME SCHEMA_REGISTRY_PASSWORD; do
-        if [[ -n "${!v:-}" ]]; then declare -px "$v"; fi
-    done
-    printf 'BIN_DIR=%q\n' "$BIN_DIR"
-} >"$NATIVE_DIR/env.sh"
-chmod 600 "$NATIVE_DIR/env.sh"
-
-for ((i = 1; i <= CONSUMERS; i++)); do
-    start_consumer "$BIN_DIR"
-    info "consumer_$STARTED_SLOT: up (pid $(read_pidfile "$NATIVE_DIR/consumer_$STARTED_SLOT.pid")) at http://127.0.0.1:$((CONSUMER_PORT_BASE + STARTED_SLOT))"
-done
+if [[ -z "$CONSUMERS_LAUNCHED" ]]; then
+    producer_ready_and_topic() {
+        http_ok "http://$PRODUCER_ADDR/ready" && topic_exists
+    }
+    wait_until 90 "the producer to be ready and topic $TOPIC to exist" producer_ready_and_topic \
+        || warn "producer not ready or topic $TOPIC not visible yet; starting consumers anyway (they wait for the topic)"
+    launch_consumers
+fi
+await_consumers
 
 # --- where things are ---------------------------------------------------------------------------
 print_endpoints() {
@@ -267,7 +316,7 @@ check_alive() {
         name="${f##*/}"
         name="${name%.pid}"
         case "$name" in
-        run | follow | mariadb | consumer.starting) continue ;;
+        run | follow | mariadb | consumer.starting.*) continue ;;
         registry) proc=dev-schema-registry ;;
         consumer_*) proc=consumer ;;
         *) proc="$name" ;;

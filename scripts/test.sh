@@ -9,7 +9,9 @@
 #   4. cargo fmt --all --check
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo test --workspace
-#   7. scripts/e2e-native.sh: the native run (run-native.sh) end to end; E2E_NATIVE=0 skips it
+#   7. the original Python prototype's clients against ours (services/e2e/tests/original_clients.rs),
+#      in a virtual environment .venv with services/e2e/python/requirements.txt installed from PyPI
+#   8. scripts/e2e-native.sh: the native run (run-native.sh) end to end; E2E_NATIVE=0 skips it
 #
 # Prints how long each step took. Exits non-zero when any step fails; steps 3 to 7 all run even
 # when an earlier one of them failed, so one run shows every problem.
@@ -105,6 +107,30 @@ check_shell_scripts() {
     return "$rc"
 }
 
+# The original prototype's Python client libraries, in .venv (ignored by git); reinstalled only
+# when the requirements changed.
+PYTHON_VENV="$REPO_ROOT/.venv"
+ensure_python_venv() {
+    local requirements="$REPO_ROOT/services/e2e/python/requirements.txt"
+    local stamp="$PYTHON_VENV/.requirements.txt"
+    if [[ -x "$PYTHON_VENV/bin/python" ]] && cmp -s "$requirements" "$stamp"; then
+        return 0
+    fi
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        (apt_install python3-venv) || return 1
+    fi
+    info "creating $PYTHON_VENV with $(basename "$requirements")"
+    python3 -m venv --clear "$PYTHON_VENV" || return 1
+    "$PYTHON_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || return 1
+    cp "$requirements" "$stamp"
+}
+
+original_clients_test() {
+    ensure_python_venv || return 1
+    ORIGINAL_CLIENTS_PYTHON="$PYTHON_VENV/bin/python" \
+        cargo test -p e2e --test original_clients -- --ignored
+}
+
 # Tools and test bed: a failure here stops the run, since nothing after can work without them.
 step "install tansu (if missing)" "$REPO_ROOT/scripts/install-tansu.sh" || exit 1
 step "install compose binary (if missing)" ensure_compose_binary || exit 1
@@ -134,6 +160,7 @@ crash_restart_test() {
     return 1
 }
 step "consumer SIGKILL + restart in the same slot (1 retry)" crash_restart_test || true
+step "original Python clients against ours (.venv, confluent-kafka)" original_clients_test || true
 if [[ "${E2E_NATIVE:-1}" != 0 ]]; then
     step "native end-to-end run (scripts/e2e-native.sh)" "$REPO_ROOT/scripts/e2e-native.sh" || true
 fi

@@ -179,7 +179,9 @@ fn write_string(out: &mut Vec<u8>, value: &str) {
 ///
 /// Passing [`product_schema()`] or [`product_text_id_schema()`] itself as `writer` (callers may,
 /// once they checked that the registry's schema has the same canonical form, see
-/// [`own_schema`]) skips schema resolution, which is most of the decoding time.
+/// [`own_schema`]) skips schema resolution, which is most of the decoding time. Callers must do
+/// so for our earlier registered versions, whose `last_updated_micros` was the
+/// `timestamp-micros` logical type: apache-avro does not resolve that into our plain `long`.
 pub fn decode_product(writer: &Schema, mut datum: &[u8]) -> Result<Product, CodecError> {
     if std::ptr::eq(writer, product_schema()) {
         return view_own_datum(datum, IdKind::Int).map(|view| view.to_product());
@@ -304,17 +306,43 @@ pub fn own_schema_kind(schema: &Schema) -> Option<IdKind> {
     static CANONICAL: OnceLock<[String; 2]> = OnceLock::new();
     let [int, text] = CANONICAL.get_or_init(|| {
         [
-            product_schema().canonical_form(),
-            product_text_id_schema().canonical_form(),
+            parsing_canonical_form(product_schema()),
+            parsing_canonical_form(product_text_id_schema()),
         ]
     });
-    let canonical = schema.canonical_form();
+    let canonical = parsing_canonical_form(schema);
     if canonical == *int {
         Some(IdKind::Int)
     } else if canonical == *text {
         Some(IdKind::Text)
     } else {
         None
+    }
+}
+
+/// The Avro Parsing Canonical Form of `schema`: two schemas with the same form write the same
+/// bytes. apache-avro strips logical types but leaves an annotated primitive as an object
+/// (`{"type":"long"}` where the specification says `"long"`), so our schemas as registered
+/// before `last_updated_micros` lost its `timestamp-micros` annotation would not match ours:
+/// such objects are reduced to the primitive's name here.
+fn parsing_canonical_form(schema: &Schema) -> String {
+    fn reduce(value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match value {
+            Json::Object(map) => {
+                if let (1, Some(Json::String(name))) = (map.len(), map.get("type")) {
+                    return Json::String(name.clone());
+                }
+                Json::Object(map.into_iter().map(|(k, v)| (k, reduce(v))).collect())
+            }
+            Json::Array(items) => Json::Array(items.into_iter().map(reduce).collect()),
+            other => other,
+        }
+    }
+    let form = schema.canonical_form();
+    match serde_json::from_str(&form) {
+        Ok(json) => reduce(json).to_string(),
+        Err(_) => form,
     }
 }
 
@@ -345,7 +373,8 @@ fn product_from_value(value: Value) -> Result<Product, CodecError> {
             ("category", Value::Null) => product.category = None,
             ("price", Value::Double(v)) => product.price = v,
             ("last_updated", Value::String(v)) => product.last_updated = v,
-            ("last_updated_micros", Value::TimestampMicros(v) | Value::Long(v)) => {
+            // A plain long since the schema's change; the logical type in records written earlier.
+            ("last_updated_micros", Value::Long(v) | Value::TimestampMicros(v)) => {
                 product.last_updated_micros = Some(v);
             }
             ("last_updated_micros", Value::Null) => product.last_updated_micros = None,
@@ -388,7 +417,7 @@ mod tests {
             ("last_updated".into(), Value::String(p.last_updated.clone())),
             (
                 "last_updated_micros".into(),
-                optional(p.last_updated_micros.map(Value::TimestampMicros)),
+                optional(p.last_updated_micros.map(Value::Long)),
             ),
         ]);
         let datum = apache_avro::to_avro_datum(IdKind::of(&p.id).schema(), value)
@@ -464,6 +493,69 @@ mod tests {
         assert_eq!(product.category, None);
         assert_eq!(product.last_updated_micros, None);
         assert_eq!(product.last_updated, "2023-10-13 10:11:02");
+    }
+
+    /// Our schemas as registered before `last_updated_micros` became a plain `long` (it was the
+    /// `timestamp-micros` logical type): records written with them stay in topics.
+    const EARLIER_SCHEMA: &str =
+        include_str!("../../../schemas/history/product_value.timestamp-micros.avsc");
+    const EARLIER_TEXT_ID_SCHEMA: &str =
+        include_str!("../../../schemas/history/product_value_text_id.timestamp-micros.avsc");
+
+    #[test]
+    fn records_written_with_the_earlier_timestamp_micros_schema_decode() {
+        for (earlier, product) in [
+            (EARLIER_SCHEMA, sample()),
+            (EARLIER_TEXT_ID_SCHEMA, text_sample()),
+        ] {
+            let earlier = Schema::parse_str(earlier).unwrap();
+            let value = Value::Record(vec![
+                (
+                    "id".into(),
+                    match &product.id {
+                        ProductId::Int(id) => Value::Int(*id),
+                        ProductId::Text(id) => Value::String(id.clone()),
+                    },
+                ),
+                ("name".into(), Value::String(product.name.clone())),
+                (
+                    "category".into(),
+                    Value::Union(1, Box::new(Value::String("Cat_5".into()))),
+                ),
+                ("price".into(), Value::Double(product.price)),
+                (
+                    "last_updated".into(),
+                    Value::String(product.last_updated.clone()),
+                ),
+                (
+                    "last_updated_micros".into(),
+                    Value::Union(
+                        1,
+                        Box::new(Value::TimestampMicros(product.last_updated_micros.unwrap())),
+                    ),
+                ),
+            ]);
+            let datum = apache_avro::to_avro_datum(&earlier, value).unwrap();
+            // The same bytes as ours: only the schema's annotation changed.
+            assert_eq!(datum, encode_product(1, &product)[5..]);
+            let kind = own_schema_kind(&earlier).map(IdKind::as_str);
+            assert_eq!(
+                kind,
+                Some(IdKind::of(&product.id).as_str()),
+                "the canonical form drops logical types, so these records are read in place"
+            );
+            // Readers look the writer schema up by the id in the record and read it as ours.
+            assert_eq!(
+                decode_product(own_schema(&earlier).unwrap(), &datum).unwrap(),
+                product
+            );
+            assert_eq!(
+                view_own_datum(&datum, IdKind::of(&product.id))
+                    .unwrap()
+                    .to_product(),
+                product
+            );
+        }
     }
 
     #[test]

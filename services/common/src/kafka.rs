@@ -151,6 +151,23 @@ pub async fn ensure_topic(
     Ok(TopicStatus::Created)
 }
 
+/// Whether creating a topic failed for a reason that waiting does not fix (invalid settings, no
+/// authorization), as opposed to an unreachable broker.
+pub fn is_permanent_topic_error(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::AdminOp(
+            RDKafkaErrorCode::InvalidReplicationFactor
+                | RDKafkaErrorCode::InvalidPartitions
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
+}
+
 /// The partition count of `topic`, or `None` if the cluster does not have it.
 pub async fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>, KafkaError> {
     let config = kafka.client_config();

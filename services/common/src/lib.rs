@@ -5,6 +5,7 @@
 //! [`shutdown::signal_token`] is cancelled.
 
 pub mod avro;
+pub mod backoff;
 pub mod config;
 pub mod http;
 pub mod kafka;

@@ -8,9 +8,8 @@ use std::time::Duration;
 use apache_avro::Schema;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Env, Secret};
+use crate::config::{redact_url, split_credentials, ConfigError, Env, Secret};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -25,16 +24,21 @@ pub struct RegistryConfig {
 impl RegistryConfig {
     pub const DEFAULT_URL: &'static str = "http://127.0.0.1:8081";
 
+    /// A `user:password@` in `SCHEMA_REGISTRY_URL` (Confluent Cloud's `key:secret@` form) is
+    /// taken out of the URL and used as basic auth, so the URL can be logged.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.string("SCHEMA_REGISTRY_URL", Self::DEFAULT_URL);
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                name: "SCHEMA_REGISTRY_URL".into(),
-                value: url,
-                expected: "an http:// or https:// URL".into(),
-            });
+        let raw = env.string("SCHEMA_REGISTRY_URL", Self::DEFAULT_URL);
+        let invalid = |expected: &str| ConfigError::Invalid {
+            name: "SCHEMA_REGISTRY_URL".into(),
+            value: redact_url(&raw),
+            expected: expected.into(),
+        };
+        if !(raw.starts_with("http://") || raw.starts_with("https://")) {
+            return Err(invalid("an http:// or https:// URL"));
         }
-        let basic_auth = match (
+        let (url, url_credentials) = split_credentials(&raw)
+            .map_err(|e| invalid(&format!("an http:// or https:// URL ({e})")))?;
+        let variables = match (
             env.optional("SCHEMA_REGISTRY_USERNAME"),
             env.optional("SCHEMA_REGISTRY_PASSWORD"),
         ) {
@@ -52,6 +56,15 @@ impl RegistryConfig {
                     expected: "needed with SCHEMA_REGISTRY_PASSWORD".into(),
                 })
             }
+        };
+        let basic_auth = match (url_credentials, variables) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "credentials either in the URL or in SCHEMA_REGISTRY_USERNAME and \
+                     SCHEMA_REGISTRY_PASSWORD, not both",
+                ))
+            }
+            (from_url, from_variables) => from_url.or(from_variables),
         };
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -166,28 +179,13 @@ impl RegistryClient {
         Ok(response.id)
     }
 
-    /// Like [`RegistryClient::register`], retrying transient failures with backoff (up to 30 s
-    /// between tries) until it succeeds, fails for good, or `shutdown` is cancelled (`None`).
-    pub async fn register_with_retry(
-        &self,
-        subject: &str,
-        schema: &str,
-        shutdown: &CancellationToken,
-    ) -> Option<Result<u32, RegistryError>> {
-        let mut delay = Duration::from_millis(500);
-        loop {
-            match self.register(subject, schema).await {
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, retry_in = ?delay, subject, "cannot register schema yet, retrying");
-                }
-                done => return Some(done),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+    /// Whether the registry answers (and accepts the credentials): lists the subjects.
+    pub async fn check(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/subjects", self.config.url);
+        let _subjects: Vec<String> = self
+            .send(self.http.get(&url), "list_subjects", "the list of subjects")
+            .await?;
+        Ok(())
     }
 
     /// The writer schema with global id `id` (cached after the first fetch).
@@ -276,6 +274,32 @@ mod tests {
         let config = RegistryConfig::from_env(&env).unwrap();
         assert_eq!(config.url, "https://r.example");
         assert!(!format!("{config:?}").contains("pw\""));
+    }
+
+    #[test]
+    fn credentials_in_the_registry_url_become_basic_auth_and_leave_the_url() {
+        let env = Env::from_pairs([(
+            "SCHEMA_REGISTRY_URL",
+            "https://KEY:s3cr%40t@psrc.example.cloud/",
+        )]);
+        let config = RegistryConfig::from_env(&env).unwrap();
+        assert_eq!(config.url, "https://psrc.example.cloud");
+        let (user, secret) = config.basic_auth.as_ref().unwrap();
+        assert_eq!((user.as_str(), secret.expose()), ("KEY", "s3cr@t"));
+        assert!(!format!("{config:?}").contains("s3cr"));
+
+        let both = env
+            .with("SCHEMA_REGISTRY_USERNAME", "k")
+            .with("SCHEMA_REGISTRY_PASSWORD", "p");
+        let err = RegistryConfig::from_env(&both).unwrap_err().to_string();
+        assert!(err.contains("not both") && !err.contains("s3cr"), "{err}");
+
+        let bad = Env::from_pairs([("SCHEMA_REGISTRY_URL", "ftp://KEY:s3cret@host")]);
+        let err = RegistryConfig::from_env(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("SCHEMA_REGISTRY_URL") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

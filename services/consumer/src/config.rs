@@ -144,7 +144,7 @@ impl Config {
                 gzip: env.bool("STAGE_GZIP", false)?,
             },
             "topic" => SinkConfig::Topic {
-                topic: env.string("OUTPUT_TOPIC", &format!("processed-{topic}")),
+                topic: env.topic_name("OUTPUT_TOPIC", &format!("processed-{topic}"))?,
                 partitions: match env.optional("OUTPUT_TOPIC_PARTITIONS") {
                     None => None,
                     Some(_) => Some(env.parse_checked(
@@ -206,7 +206,7 @@ impl Config {
             group: env.string("CONSUMER_GROUP", Self::DEFAULT_GROUP),
             logs_dir: PathBuf::from(env.string("CONSUMER_LOGS_DIR", Self::DEFAULT_LOGS_DIR)),
             slot,
-            dlq_topic: env.string("CONSUMER_DLQ_TOPIC", &format!("{topic}.dlq")),
+            dlq_topic: env.topic_name("CONSUMER_DLQ_TOPIC", &format!("{topic}.dlq"))?,
             dlq_replication_factor: env.parse_checked(
                 "CONSUMER_DLQ_REPLICATION_FACTOR",
                 1,
@@ -394,11 +394,31 @@ mod tests {
             ("CONSUMER_SINK", "s3"),
             ("INPUT_FORMAT", "xml"),
             ("CONSUMER_FILTER", "category = 'Cat_5'"),
+            ("TOPIC", "../../etc"),
+            ("TOPIC", "a/b"),
+            ("CONSUMER_DLQ_TOPIC", "dead letters"),
         ] {
             let err = Config::from_env(&Env::from_pairs([(name, value)]))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(name), "{name}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_topic_that_would_leave_the_stage_directory_is_refused() {
+        let env = Env::from_pairs([
+            ("CONSUMER_SINK", "stage"),
+            ("STAGE_DIR", "stage"),
+            ("TOPIC", ".."),
+        ]);
+        let err = Config::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("TOPIC=\"..\"") && err.contains("Kafka topic name"),
+            "{err}"
+        );
+        let env = Env::from_pairs([("CONSUMER_SINK", "topic"), ("OUTPUT_TOPIC", "out/put")]);
+        let err = Config::from_env(&env).unwrap_err().to_string();
+        assert!(err.contains("OUTPUT_TOPIC"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use common::backoff::Backoff;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -287,9 +288,11 @@ impl Pipeline {
             .partitions
             .get_or_insert_with(partition, PartitionState::default);
         state.consecutive_failures += 1;
-        let exponent = state.consecutive_failures.saturating_sub(1).min(7);
-        let backoff =
-            (Duration::from_millis(100) * 2u32.pow(exponent)).min(Duration::from_secs(10));
+        let backoff = Backoff::delay_after(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            state.consecutive_failures,
+        );
         state.retry_at = Some(Instant::now() + backoff);
         self.metrics.registry_retries.inc();
         tracing::warn!(partition, offset, error, retry_in = ?backoff, "schema registry unavailable; pausing the partition (the record is retried, not dead-lettered)");

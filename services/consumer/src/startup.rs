@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::backoff::{wait_for, Attempt};
 use common::config::TopicConfig;
 use common::http::{base_router, bind, serve, Readiness};
 use common::registry::RegistryClient;
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::assignments::{self, Assignments};
 use crate::config::{Config, SinkConfig};
-use crate::decode::Decoder;
+use crate::decode::{Decoder, InputFormat};
 use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::group::{self, GroupConsumer, GroupContext, GroupError, GroupSettings};
 use crate::metrics::ConsumerMetrics;
@@ -30,11 +31,6 @@ pub enum StartupError {
     Slot(#[from] SlotError),
     #[error("cannot open the sink: {0}")]
     Sink(#[from] SinkError),
-    #[error("cannot create the output topic {topic}: {source}")]
-    OutputTopic {
-        topic: String,
-        source: rdkafka::error::KafkaError,
-    },
     #[error(transparent)]
     DeadLetter(#[from] DlqError),
     #[error(transparent)]
@@ -45,6 +41,13 @@ pub enum StartupError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("cannot create topic {topic}: {source}")]
+    Topic {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("the schema registry refused the consumer: {0}")]
+    Registry(common::registry::RegistryError),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error("HTTP server failed: {0}")]
@@ -69,25 +72,8 @@ async fn open_sink(
             let description = format!("stage {}", sink.dir().display());
             (Box::new(sink), description)
         }
-        SinkConfig::Topic { topic, partitions } => {
-            let partitions = match partitions {
-                Some(n) => *n,
-                None => common::kafka::partition_count(&config.kafka, &config.topic)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(1),
-            };
-            let output = TopicConfig {
-                name: topic.clone(),
-                partitions,
-            };
-            common::kafka::ensure_topic(&config.kafka, &output, config.dlq_replication_factor)
-                .await
-                .map_err(|source| StartupError::OutputTopic {
-                    topic: topic.clone(),
-                    source,
-                })?;
+        // The output topic is created once the broker answers (`wait_for_dependencies`).
+        SinkConfig::Topic { topic, .. } => {
             let sink = TopicSink::new(&config.kafka, &config.topic, topic)?;
             (Box::new(sink), format!("topic {topic}"))
         }
@@ -105,7 +91,11 @@ pub struct Application {
     assignments: Arc<Assignments>,
     consumer: GroupConsumer,
     client_id: String,
+    registry: Arc<RegistryClient>,
 }
+
+/// The readiness check that is false until the consumer's dependencies answered.
+pub const STARTUP_CHECK: &str = "startup";
 
 impl Application {
     /// Claims a slot, opens its log, creates the dead-letter topic if missing, creates the Kafka
@@ -126,19 +116,11 @@ impl Application {
         let (sink, sink_description) = open_sink(&config, &lease).await?;
         readiness.set("sink", true, sink_description.clone());
 
-        let dlq_topic = TopicConfig {
-            name: config.dlq_topic.clone(),
-            partitions: 1,
-        };
-        if let Err(e) =
-            common::kafka::ensure_topic(&config.kafka, &dlq_topic, config.dlq_replication_factor)
-                .await
-        {
-            tracing::warn!(topic = %config.dlq_topic, error = %e, "cannot check or create the dead-letter topic; poison pills will fail until it exists");
-        }
+        readiness.set(STARTUP_CHECK, false, "starting");
         let dlq = DeadLetterQueue::new(&config.kafka, &config.dlq_topic, runtime.clone())?;
         let registry =
             Arc::new(RegistryClient::new(config.registry.clone()).with_metrics(&metrics_registry));
+        let registry_check = Arc::clone(&registry);
         let pipeline = Pipeline::new(
             &config.topic,
             Decoder::with_format(config.input_format, registry, runtime),
@@ -196,6 +178,7 @@ impl Application {
             assignments,
             consumer,
             client_id,
+            registry: registry_check,
         })
     }
 
@@ -228,9 +211,10 @@ impl Application {
             assignments,
             consumer,
             client_id,
+            registry,
             ..
         } = self;
-        let router = base_router(metrics_registry, readiness)
+        let router = base_router(metrics_registry, readiness.clone())
             .merge(assignments::router(Arc::clone(&assignments)));
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(serve(listener, router, http_stop.clone()));
@@ -243,14 +227,26 @@ impl Application {
             http_stop.clone(),
         ));
 
-        let topic = config.topic.clone();
-        let leave_group = config.leave_group_on_shutdown;
-        let polled = tokio::task::spawn_blocking(move || {
-            let result = group::run_poll_loop(&consumer, &topic, leave_group, &shutdown);
-            drop(consumer); // closes the consumer: final revoke, nothing left to commit
-            result
-        })
-        .await;
+        let waited = wait_for_dependencies(&config, &registry, &readiness, &shutdown).await;
+        let polled = match waited {
+            Ok(Some(())) => {
+                let topic = config.topic.clone();
+                let leave_group = config.leave_group_on_shutdown;
+                tokio::task::spawn_blocking(move || {
+                    let result = group::run_poll_loop(&consumer, &topic, leave_group, &shutdown);
+                    drop(consumer); // closes the consumer: final revoke, nothing left to commit
+                    result
+                })
+                .await
+            }
+            Ok(None) => Ok(Ok(())),
+            Err(e) => {
+                http_stop.cancel();
+                let _ = member_tracker.await;
+                let _ = http.await;
+                return Err(e);
+            }
+        };
 
         http_stop.cancel();
         let _ = member_tracker.await;
@@ -267,4 +263,88 @@ impl Application {
             },
         }
     }
+}
+
+/// Waits, with backoff and `/ready` false, until the broker answers and the input topic exists,
+/// the dead-letter topic (and with `CONSUMER_SINK=topic` the output topic) exists or is created,
+/// and, for Avro input, the schema registry answers. Subscribing earlier to a topic that does not
+/// exist yet only yields errors. `Ok(None)` on shutdown.
+async fn wait_for_dependencies(
+    config: &Config,
+    registry: &RegistryClient,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<()>, RunError> {
+    let kafka = &config.kafka;
+    let dependency = format!(
+        "topic {} on the broker at {}",
+        config.topic, kafka.bootstrap_servers
+    );
+    let partitions = wait_for(&dependency, readiness, STARTUP_CHECK, shutdown, || async {
+        match common::kafka::partition_count(kafka, &config.topic).await {
+            Ok(Some(partitions)) => Attempt::<_, RunError>::Ready(partitions),
+            Ok(None) => Attempt::Waiting(format!(
+                "the topic {} does not exist yet (the producer creates it)",
+                config.topic
+            )),
+            Err(e) => Attempt::Waiting(format!("the broker does not answer: {e}")),
+        }
+    })
+    .await?;
+    let Some(partitions) = partitions else {
+        return Ok(None);
+    };
+    let mut topics = vec![TopicConfig {
+        name: config.dlq_topic.clone(),
+        partitions: 1,
+    }];
+    if let SinkConfig::Topic {
+        topic,
+        partitions: output_partitions,
+    } = &config.sink
+    {
+        topics.push(TopicConfig {
+            name: topic.clone(),
+            partitions: output_partitions.unwrap_or(partitions),
+        });
+    }
+    for topic in &topics {
+        let dependency = format!("topic {} (created if missing)", topic.name);
+        let created = wait_for(&dependency, readiness, STARTUP_CHECK, shutdown, || async {
+            match common::kafka::ensure_topic(kafka, topic, config.dlq_replication_factor).await {
+                Ok(_) => Attempt::Ready(()),
+                Err(e) if common::kafka::is_permanent_topic_error(&e) => {
+                    Attempt::Failed(RunError::Topic {
+                        topic: topic.name.clone(),
+                        source: e,
+                    })
+                }
+                Err(e) => Attempt::Waiting(e.to_string()),
+            }
+        })
+        .await?;
+        if created.is_none() {
+            return Ok(None);
+        }
+    }
+    if config.input_format == InputFormat::Avro {
+        let dependency = format!("the schema registry at {}", config.registry.url);
+        let answered = wait_for(&dependency, readiness, STARTUP_CHECK, shutdown, || async {
+            match registry.check().await {
+                Ok(()) => Attempt::Ready(()),
+                Err(e) if e.is_transient() => Attempt::Waiting(e.to_string()),
+                Err(e) => Attempt::Failed(RunError::Registry(e)),
+            }
+        })
+        .await?;
+        if answered.is_none() {
+            return Ok(None);
+        }
+    }
+    readiness.set(
+        STARTUP_CHECK,
+        true,
+        format!("topic {} ({partitions} partitions) exists", config.topic),
+    );
+    Ok(Some(()))
 }

@@ -107,11 +107,20 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
         .register("other-value", PRODUCT_SCHEMA_JSON)
         .await
         .unwrap();
+    // The consumer starts while the registry answers (it waits for it at start), then the
+    // registry goes away before any record came.
+    let app = bed.spawn_app().await;
+    testkit::wait_until(LONG, "the consumer to be ready", || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{}/ready", app.port))
+            .await
+            .ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
     up.cancel();
     server.await.unwrap();
 
     bed.produce_products(1..=20).await;
-    let app = bed.spawn_app().await;
     testkit::wait_until(
         LONG,
         "the consumer retrying the unreachable registry",
@@ -156,4 +165,59 @@ async fn serve_until(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .unwrap();
+}
+
+/// A poison pill larger than the dead-letter producer takes (its value plus the `dlq.*` headers
+/// over `message.max.bytes`) used to stop the consumer with an error, again after every restart.
+/// Now it goes to the dead-letter topic without its value, and the partition keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_pill_too_large_for_the_dead_letter_topic_goes_there_without_its_value() {
+    let bed = Bed::new(1).await;
+    let good = |id| encode_product(bed.schema_id, &Bed::product(id));
+    let huge = vec![b'{'; 1_500_000];
+    let producer: rdkafka::producer::FutureProducer = testkit::kafka()
+        .client_config()
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    for value in [good(1), huge.clone(), good(2)] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&bed.topic.name)
+                    .key("k")
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("the test broker takes the record");
+    }
+
+    let app = bed.spawn_app().await;
+    bed.wait_for_ids(&[1, 2].into(), LONG).await;
+    let dlq = TopicConfig {
+        name: format!("{}.dlq", bed.topic.name),
+        partitions: 1,
+    };
+    let dead = testkit::read_topic(&dlq, 1, Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key(), Some(&b"k"[..]));
+    assert_eq!(dead[0].payload(), None, "the value is left out");
+    let headers: BTreeMap<String, String> = dead[0]
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(headers["dlq.error.reason"], "wire_format");
+    assert!(
+        headers["dlq.payload.omitted"].starts_with("1500000 bytes"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["dlq.source.offset"], "1");
+    app.stop().await;
 }

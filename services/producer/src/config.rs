@@ -17,7 +17,7 @@
 //! | `POLL_INTERVAL_MS` | `50` | pause between reads once caught up |
 //! | `CAPTURE_DELAY_MS` | `50` | safety margin below the read horizon |
 //! | `KAFKA_COMPRESSION` | `none` | `none`, `gzip`, `snappy`, `lz4` or `zstd` |
-//! | `DEAD_LETTER_TOPIC` | unset (no dead-letter topic) | where rejected rows go, as JSON |
+//! | `DEAD_LETTER_TOPIC` | `{TOPIC}.dlq` (`none`: no dead-letter topic) | where rows set aside go, as JSON |
 //! | `HTTP_ADDR` | `127.0.0.1:9102` | `/health`, `/ready`, `/metrics` |
 //!
 //! With `SOURCE=csv` (see [`crate::csv_source`]; `DATABASE_URL` and `CAPTURE_DELAY_MS` are not
@@ -74,7 +74,8 @@ pub struct Config {
     pub capture_delay: Duration,
     /// `KAFKA_COMPRESSION`.
     pub compression: Compression,
-    /// `DEAD_LETTER_TOPIC`: when set, rows that cannot be encoded are also sent there as JSON.
+    /// `DEAD_LETTER_TOPIC` (default `{TOPIC}.dlq`; `none`: no dead-letter topic): where rows
+    /// set aside (they cannot be encoded, or Kafka refuses their record) are sent as JSON.
     pub dead_letter_topic: Option<String>,
     /// `HTTP_ADDR`.
     pub http_addr: SocketAddr,
@@ -185,6 +186,8 @@ impl Config {
     pub const DEFAULT_CAPTURE_DELAY: Duration = Duration::from_millis(50);
     pub const DEFAULT_REPLICATION_FACTOR: i32 = -1;
     pub const DEFAULT_HTTP_ADDR: &'static str = "127.0.0.1:9102";
+    /// `DEAD_LETTER_TOPIC=none`: rows set aside are only logged and counted.
+    pub const NO_DEAD_LETTER_TOPIC: &'static str = "none";
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let database_url = database_url(env)?;
@@ -215,8 +218,11 @@ impl Config {
             .one_of("KAFKA_COMPRESSION", "none", &Compression::NAMES)?
             .parse()
             .expect("one_of only returns listed names");
-        let dead_letter_topic = env.optional("DEAD_LETTER_TOPIC");
         let topic = TopicConfig::from_env(env)?;
+        let dead_letter_topic = match env.optional("DEAD_LETTER_TOPIC").as_deref() {
+            Some(Self::NO_DEAD_LETTER_TOPIC) => None,
+            _ => Some(env.topic_name("DEAD_LETTER_TOPIC", &format!("{}.dlq", topic.name))?),
+        };
         let source = SourceKind::from_env(env)?;
         let default_watermark_path = match source {
             SourceKind::Table => Self::DEFAULT_WATERMARK_PATH,
@@ -384,7 +390,10 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_millis(50));
         assert_eq!(config.capture_delay, Duration::from_millis(50));
         assert_eq!(config.compression, Compression::None);
-        assert_eq!(config.dead_letter_topic, None);
+        assert_eq!(
+            config.dead_letter_topic.as_deref(),
+            Some("product_updates.dlq")
+        );
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:9102");
         assert_eq!(config.value_subject(), "product_updates-value");
         assert_eq!(config.source, SourceKind::Table);
@@ -604,5 +613,25 @@ mod tests {
         let env = Env::from_pairs([("DEAD_LETTER_TOPIC", "product_updates")]);
         let err = Config::from_env(&env).unwrap_err().to_string();
         assert!(err.contains("DEAD_LETTER_TOPIC"), "{err}");
+    }
+
+    #[test]
+    fn the_dead_letter_topic_follows_the_topic_unless_turned_off() {
+        let env = Env::from_pairs([("TOPIC", "orders")]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.dead_letter_topic.as_deref(), Some("orders.dlq"));
+        let config = Config::from_env(&env.with("DEAD_LETTER_TOPIC", "none")).unwrap();
+        assert_eq!(config.dead_letter_topic, None);
+        let err = Config::from_env(&Env::from_pairs([("DEAD_LETTER_TOPIC", "a/b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DEAD_LETTER_TOPIC") && err.contains("Kafka topic name"),
+            "{err}"
+        );
+        let err = Config::from_env(&Env::from_pairs([("TOPIC", "..")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOPIC=\"..\""), "{err}");
     }
 }

@@ -21,15 +21,22 @@ pub enum RejectReason {
     PriceOutOfRange,
     /// `id` does not fit the schema's 32-bit `id`.
     IdOutOfRange,
+    /// The record is larger than Kafka accepts (`message.max.bytes`).
+    RecordTooLarge,
+    /// Kafka refused the record for what it is (e.g. the broker's validation), also when sent
+    /// alone.
+    RefusedByKafka,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 7] = [
         Self::NullName,
         Self::NullPrice,
         Self::PriceNotFinite,
         Self::PriceOutOfRange,
         Self::IdOutOfRange,
+        Self::RecordTooLarge,
+        Self::RefusedByKafka,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,6 +46,8 @@ impl RejectReason {
             Self::PriceNotFinite => "price_not_finite",
             Self::PriceOutOfRange => "price_out_of_range",
             Self::IdOutOfRange => "id_out_of_range",
+            Self::RecordTooLarge => "record_too_large",
+            Self::RefusedByKafka => "refused_by_kafka",
         }
     }
 }
@@ -77,7 +86,10 @@ pub fn to_product<'a>(
     if !price.is_finite() {
         return Err(reject(
             RejectReason::PriceNotFinite,
-            format!("price {price} is not a finite number"),
+            format!(
+                "price {price} is not a finite number (NaN, infinite, or too large for the \
+                 schema's double)"
+            ),
         ));
     }
     if price < 0.0 {
@@ -169,24 +181,48 @@ pub fn encode_row(schema_id: u32, row: &SourceRow) -> Result<EncodedRecord, Reje
         .map(|record| record.to_record())
 }
 
-/// The dead-letter record of a rejected row: JSON with the reason and the row as read.
+/// At most this many bytes of a text column go to the dead-letter record: a row set aside for
+/// its size must not make a dead letter too large for Kafka too.
+pub const DEAD_LETTER_TEXT_BYTES: usize = 4096;
+
+/// The dead-letter record of a rejected row: JSON with the reason and the row as read (text
+/// columns longer than [`DEAD_LETTER_TEXT_BYTES`] cut, listed under `truncated` with their
+/// length in bytes).
 pub fn dead_letter_json(row: &SourceRow, rejection: &Rejection, source: &str) -> String {
-    json!({
+    let mut truncated = serde_json::Map::new();
+    let mut bounded = |column: &str, text: &Option<String>| -> Option<String> {
+        let text = text.as_deref()?;
+        if text.len() <= DEAD_LETTER_TEXT_BYTES {
+            return Some(text.to_owned());
+        }
+        truncated.insert(column.to_owned(), json!(text.len()));
+        let mut end = DEAD_LETTER_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(text[..end].to_owned())
+    };
+    let name = bounded("name", &row.name);
+    let category = bounded("category", &row.category);
+    let mut value = json!({
         "reason": rejection.reason.label(),
         "detail": rejection.detail,
         "source": source,
         "row": {
             "id": row.id,
-            "name": row.name,
-            "category": row.category,
+            "name": name,
+            "category": category,
             // serde_json writes NaN and infinities as null; the detail keeps the text.
             "price": row.price,
             "last_updated": row.last_updated.format(crate::watermark::TIMESTAMP_FORMAT).to_string(),
             "last_updated_micros": row.last_updated.and_utc().timestamp_micros(),
         },
         "rejected_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    })
-    .to_string()
+    });
+    if !truncated.is_empty() {
+        value["truncated"] = serde_json::Value::Object(truncated);
+    }
+    value.to_string()
 }
 
 #[cfg(test)]
@@ -294,7 +330,7 @@ mod tests {
     #[test]
     fn rows_the_schema_cannot_carry_are_rejected_with_a_reason() {
         type Spoil = fn(&mut SourceRow);
-        let cases: [(Spoil, RejectReason); 6] = [
+        let cases: [(Spoil, RejectReason); 7] = [
             (|r| r.name = None, RejectReason::NullName),
             (|r| r.price = None, RejectReason::NullPrice),
             (|r| r.price = Some(f64::NAN), RejectReason::PriceNotFinite),
@@ -307,6 +343,7 @@ mod tests {
                 |r| r.id = RowKey::Int(i64::from(i32::MAX) + 1),
                 RejectReason::IdOutOfRange,
             ),
+            (|r| r.price = Some(-f64::MAX), RejectReason::PriceOutOfRange),
         ];
         for (spoil, reason) in cases {
             let mut r = row();
@@ -337,6 +374,28 @@ mod tests {
             serde_json::from_str(&dead_letter_json(&r, &rejection, "postgres table products"))
                 .unwrap();
         assert_eq!(dead["row"]["id"], "P0001");
+    }
+
+    #[test]
+    fn a_dead_letter_stays_small_whatever_the_row_holds() {
+        let mut r = row();
+        r.name = Some("é".repeat(800_000));
+        let rejection = Rejection {
+            reason: RejectReason::RecordTooLarge,
+            detail: "the record is 1600050 bytes".into(),
+        };
+        let text = dead_letter_json(&r, &rejection, "mysql table product");
+        assert!(
+            text.len() < 2 * DEAD_LETTER_TEXT_BYTES,
+            "{} bytes",
+            text.len()
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["reason"], "record_too_large");
+        assert_eq!(value["truncated"]["name"], 1_600_000);
+        assert_eq!(value["row"]["id"], 5);
+        assert!(value["row"]["name"].as_str().unwrap().starts_with("éé"));
+        assert_eq!(value["row"]["category"], "Cat_5");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct ProducerMetrics {
     pub rows_rejected: IntCounterVec,
     /// Rows not produced again because the topic already had them (found after a restart).
     pub rows_already_in_topic: IntCounter,
+    /// Row versions not produced because the topic already held a later version of the product.
+    pub rows_superseded: IntCounter,
     /// Rows per read.
     pub batch_size: Histogram,
     /// Time of one read (horizon query + rows).
@@ -92,6 +94,11 @@ impl ProducerMetrics {
                 registry,
                 "producer_rows_already_in_topic_total",
                 "Rows not produced again because the topic already held them (found by the read-back after a restart).",
+            ),
+            rows_superseded: counter(
+                registry,
+                "producer_rows_superseded_total",
+                "Row versions not produced because the topic already held a later version of the product (after a delivery that failed part-way).",
             ),
             batch_size: histogram(registry, "producer_batch_size_rows", "Rows per read.", size_buckets()),
             poll_duration: histogram(

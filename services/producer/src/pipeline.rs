@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
+use common::avro::{decode_product, unframe};
+use common::backoff::{wait_for, Attempt, Backoff, MAX_DELAY};
 use common::http::Readiness;
 use common::kafka::KafkaConfig;
 use common::registry::RegistryClient;
@@ -15,18 +17,24 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{dead_letter_json, RecordEncoder};
+use crate::encode::{dead_letter_json, RecordEncoder, RejectReason, Rejection};
 use crate::metrics::ProducerMetrics;
 use crate::position::Position;
-use crate::readback::{durable_offsets, read_back, DeliveredRows};
-use crate::sink::{AckSummary, BatchAcks, KafkaSink};
+use crate::readback::{durable_offsets, read_back, DeliveredRows, Found};
+use crate::sink::{
+    is_refused_record, is_too_large, AckSummary, BatchAcks, FailedRecord, KafkaSink,
+    MESSAGE_MAX_BYTES,
+};
 use crate::source::changes::ChangeReader;
-use crate::source::{Batch, Blind, HorizonBound, IdKind, ListingProblem, Source, SourceError};
+use crate::source::{
+    Batch, Blind, HorizonBound, IdKind, ListingProblem, Source, SourceError, SourceRow,
+};
 use crate::watermark::{Watermark, WatermarkError};
 
 /// Batches produced but not yet fully acknowledged, at most; the loop takes no batch from the
@@ -36,16 +44,24 @@ use crate::watermark::{Watermark, WatermarkError};
 /// bench: 53-56 % of the raw rate, 62-69 % with 8). 8 leaves room for a slower broker, and bounds
 /// what waits for acks to 8 × `BATCH_SIZE` records.
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// The shortest wait before a read is retried after a failed one.
+const MIN_RETRY: Duration = Duration::from_millis(100);
 /// On shutdown, how long to wait for in-flight batches to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Read-back attempts before capture goes on without it (risking duplicates, never losses).
-const READ_BACK_ATTEMPTS: u32 = 5;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The readiness check that is false until capture runs (and while it replays after a failed
+/// delivery): it says what capture waits for.
+pub const CAPTURE_CHECK: &str = "capture";
+/// The header of a dead letter that names why the row was set aside (the consumer's dead letters
+/// carry the same header).
+pub const DEAD_LETTER_REASON_HEADER: &str = "dlq.error.reason";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Watermark(#[from] WatermarkError),
+    /// librdkafka's producer cannot go on (e.g. an idempotence failure): only a new process can.
+    #[error("the Kafka producer failed for good ({0}); restart the producer")]
+    KafkaFatal(String),
 }
 
 /// Everything the capture loop works with.
@@ -85,6 +101,10 @@ struct LoopState {
     read: Option<ChangeReader>,
     next_read_at: Instant,
     read_failures: u32,
+    /// Spaces reads after failed ones.
+    read_backoff: Backoff,
+    /// Spaces replays after failed deliveries that follow each other (reset by a delivered batch).
+    replay_backoff: Backoff,
     /// The horizon of the last caught-up batch (capture was caught up then).
     caught_up_to: Option<NaiveDateTime>,
     /// Per partition, the offset after the last acknowledged record (durable or not).
@@ -93,58 +113,99 @@ struct LoopState {
     delivered: DeliveredRows,
     horizon: HorizonWatch,
     watermark_file: WatermarkWriter,
+    /// Row versions `(key, last_updated_micros)` whose record failed while Kafka refused records
+    /// for what they are (the broker refuses a bad record's whole batch, and the records after it
+    /// fail with it): the replay sends each alone, and sets aside only those Kafka refuses alone.
+    suspects: Suspects,
+}
+
+/// Row versions under suspicion, by `last_updated_micros` then key: the capture loop asks for
+/// every row while there are any, without allocating.
+#[derive(Debug, Default)]
+struct Suspects {
+    by_micros: BTreeMap<i64, Vec<String>>,
+}
+
+impl Suspects {
+    fn is_empty(&self) -> bool {
+        self.by_micros.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.by_micros.values().map(Vec::len).sum()
+    }
+
+    fn insert(&mut self, (key, micros): (String, i64)) {
+        let keys = self.by_micros.entry(micros).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    /// Whether `(key, micros)` was a suspect (it is not any more).
+    fn remove(&mut self, key: &str, micros: i64) -> bool {
+        let Some(keys) = self.by_micros.get_mut(&micros) else {
+            return false;
+        };
+        let Some(index) = keys.iter().position(|k| k == key) else {
+            return false;
+        };
+        keys.swap_remove(index);
+        if keys.is_empty() {
+            self.by_micros.remove(&micros);
+        }
+        true
+    }
+
+    /// Forgets the suspects stamped before `micros`: the watermark passed them.
+    fn forget_before(&mut self, micros: i64) {
+        self.by_micros = self.by_micros.split_off(&micros);
+    }
 }
 
 impl Pipeline {
     /// Reads back what reached the topic after the durable watermark, so it is not produced
-    /// again. Retries a few times; then goes on without (duplicates possible, no losses).
+    /// again. Retries (with backoff, not ready meanwhile) until it succeeds: capture never goes on
+    /// without knowing what the topic holds. `None` on shutdown.
     pub async fn read_back_delivered(&self, shutdown: &CancellationToken) -> Option<DeliveredRows> {
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=READ_BACK_ATTEMPTS {
-            let started = std::time::Instant::now();
-            match read_back(
-                &self.kafka,
-                &self.topic,
-                &self.watermark.next_offsets,
-                &self.registry,
-                self.schema_id,
-                self.id_kind,
-            )
-            .await
-            {
-                Ok(mut delivered) => {
-                    // The read starts a little early; what the watermark covers cannot match.
-                    if let Some(position) = &self.watermark.position {
-                        delivered.forget_through(position);
-                    }
-                    tracing::info!(
-                        topic = %self.topic,
-                        from_offsets = ?self.watermark.next_offsets,
-                        rows_already_in_topic = delivered.len(),
-                        took_ms = started.elapsed().as_millis(),
-                        "read back the topic after the watermark"
-                    );
-                    return Some(delivered);
+        let dependency = format!("the read-back of topic {} after the watermark", self.topic);
+        let started = std::time::Instant::now();
+        let read = wait_for(
+            &dependency,
+            &self.readiness,
+            CAPTURE_CHECK,
+            shutdown,
+            || async {
+                match read_back(
+                    &self.kafka,
+                    &self.topic,
+                    &self.watermark.next_offsets,
+                    &self.registry,
+                    self.schema_id,
+                    self.id_kind,
+                )
+                .await
+                {
+                    Ok(delivered) => Attempt::Ready(delivered),
+                    Err(e) => Attempt::<_, std::convert::Infallible>::Waiting(e.to_string()),
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, retry_in = ?delay, "cannot read back the topic yet")
-                }
-            }
-            if attempt == READ_BACK_ATTEMPTS {
-                break;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(MAX_BACKOFF);
+            },
+        )
+        .await;
+        let Ok(delivered) = read;
+        let mut delivered = delivered?;
+        // The read starts a little early; what the watermark covers cannot match.
+        if let Some(position) = &self.watermark.position {
+            delivered.forget_through(position);
         }
-        tracing::error!(
+        tracing::info!(
             topic = %self.topic,
-            "could not read back the topic; going on without it: rows produced just before the last \
-             stop may be produced again (none is lost)"
+            from_offsets = ?self.watermark.next_offsets,
+            rows_already_in_topic = delivered.len(),
+            took_ms = started.elapsed().as_millis(),
+            "read back the topic after the watermark"
         );
-        Some(DeliveredRows::default())
+        Some(delivered)
     }
 
     /// Runs capture until `shutdown` is cancelled. `delivered` is the result of the read-back.
@@ -160,12 +221,16 @@ impl Pipeline {
             read: None,
             next_read_at: Instant::now(),
             read_failures: 0,
+            read_backoff: Backoff::new(self.poll_interval.max(MIN_RETRY), MAX_DELAY),
+            replay_backoff: Backoff::new(Duration::from_secs(1), MAX_DELAY),
             caught_up_to: None,
             acknowledged: self.watermark.next_offsets.clone(),
             delivered,
             horizon: HorizonWatch::new(self.metrics.clone(), self.readiness.clone()),
             watermark_file: WatermarkWriter::spawn(self.watermark_path.clone()),
+            suspects: Suspects::default(),
         };
+        self.readiness.set(CAPTURE_CHECK, true, "capturing");
         tracing::info!(
             source = %self.source.describe(),
             topic = %self.topic,
@@ -197,7 +262,7 @@ impl Pipeline {
                 Some(acks) = state.acks.next(), if !state.acks.is_empty() => {
                     let batch = state.in_flight.pop_front().expect("one in-flight batch per ack future");
                     if let Err(failure) = self.on_acked(&mut state, batch, acks).await? {
-                        if !self.replay(&mut state, &failure, &shutdown).await {
+                        if !self.replay(&mut state, &failure, &shutdown).await? {
                             break;
                         }
                     }
@@ -205,10 +270,10 @@ impl Pipeline {
                 next = next_batch(&mut state.read), if can_take => {
                     match next {
                         Some(Ok(batch)) => {
-                            if let Err(e) = self.on_read(&mut state, batch).await {
+                            if let Err(e) = self.on_read(&mut state, batch, &shutdown).await {
                                 self.metrics.delivery_errors.inc();
                                 let failure = format!("cannot enqueue a record: {e}");
-                                if !self.replay(&mut state, &failure, &shutdown).await {
+                                if !self.replay(&mut state, &failure, &shutdown).await? {
                                     break;
                                 }
                             }
@@ -253,11 +318,17 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn on_read(&mut self, state: &mut LoopState, batch: Batch) -> Result<(), KafkaError> {
+    async fn on_read(
+        &mut self,
+        state: &mut LoopState,
+        batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), KafkaError> {
         if state.read_failures > 0 {
             tracing::info!("database reachable again, capture resumes");
         }
         state.read_failures = 0;
+        state.read_backoff.reset();
         self.readiness
             .set("database", true, "capture reads succeed");
         self.metrics
@@ -286,58 +357,157 @@ impl Pipeline {
         // yields); reads are capture's bottleneck (producer bench: 55 % of the raw rate without
         // this yield, 69 % with it, when each read was a task of its own).
         tokio::task::yield_now().await;
-        let acks = self.produce(&state.delivered, &batch).await?;
+        let acks = self
+            .produce(&state.delivered, &mut state.suspects, &batch, shutdown)
+            .await?;
         state.in_flight.push_back(InFlight { end: Some(end) });
         state.acks.push_back(acks);
         Ok(())
     }
 
     /// Enqueues the batch's records (and dead letters) and returns the future of their acks.
+    /// Rows already in the topic are skipped; rows that cannot be produced are set aside
+    /// ([`Pipeline::set_aside`]); suspects are produced alone.
     async fn produce(
-        &self,
+        &mut self,
         delivered: &DeliveredRows,
+        suspects: &mut Suspects,
         batch: &Batch,
+        shutdown: &CancellationToken,
     ) -> Result<AckFuture, KafkaError> {
         let acks = BatchAcks::new(&self.topic);
         let source = self.source.describe();
         let mut encoder = RecordEncoder::new(self.schema_id);
         for row in &batch.rows {
             let micros = row.last_updated.and_utc().timestamp_micros();
-            if delivered.contains(&row.id, micros) {
-                self.metrics.rows_already_in_topic.inc();
-                continue;
-            }
-            match encoder.encode(row) {
-                Ok(record) => {
-                    self.sink
-                        .enqueue(&acks, &self.topic, record.key.as_bytes(), record.value)
-                        .await?
+            match delivered.status(&row.id, micros) {
+                Found::Missing => {}
+                Found::Same => {
+                    self.metrics.rows_already_in_topic.inc();
+                    continue;
                 }
-                Err(rejection) => {
-                    self.metrics
-                        .rows_rejected
-                        .with_label_values(&[rejection.reason.label()])
-                        .inc();
+                Found::Later => {
+                    self.metrics.rows_superseded.inc();
                     tracing::warn!(
                         id = %row.id,
                         last_updated = %row.last_updated,
-                        reason = rejection.reason.label(),
-                        detail = %rejection.detail,
-                        dead_letter_topic = self.dead_letter_topic.as_deref().unwrap_or("none"),
-                        "row rejected: it cannot be encoded with the value schema"
+                        "row version not produced: the topic already holds a later version of \
+                         this product (a delivery failed part-way), and producing it now would put \
+                         the product's versions out of order"
                     );
-                    if let Some(topic) = &self.dead_letter_topic {
-                        let json = dead_letter_json(row, &rejection, &source);
-                        let key = row.id.to_string();
-                        self.sink
-                            .enqueue(&acks, topic, key.as_bytes(), json.as_bytes())
-                            .await?;
-                    }
+                    continue;
                 }
             }
+            let rejection = match encoder.encode(row) {
+                Err(rejection) => rejection,
+                Ok(record) => {
+                    let suspect = !suspects.is_empty() && suspects.remove(record.key, micros);
+                    if suspect {
+                        match self
+                            .produce_alone(&acks, record.key.as_bytes(), record.value, shutdown)
+                            .await?
+                        {
+                            None => continue,
+                            Some(rejection) => rejection,
+                        }
+                    } else {
+                        match self
+                            .sink
+                            .enqueue(&acks, &self.topic, record.key.as_bytes(), record.value)
+                            .await
+                        {
+                            Ok(()) => continue,
+                            Err(e) if is_refused_record(&e) => Rejection {
+                                reason: if is_too_large(&e) {
+                                    RejectReason::RecordTooLarge
+                                } else {
+                                    RejectReason::RefusedByKafka
+                                },
+                                detail: format!(
+                                    "the record is {} bytes; Kafka takes at most {MESSAGE_MAX_BYTES}: {e}",
+                                    record.key.len() + record.value.len()
+                                ),
+                            },
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            };
+            self.set_aside(&acks, row, &rejection, &source).await?;
         }
         acks.seal();
         Ok(acks.wait().boxed())
+    }
+
+    /// Produces a record Kafka refused together with others on its own, adding the outcome to
+    /// `acks`; returns why the row is set aside when Kafka refuses it alone too.
+    async fn produce_alone(
+        &mut self,
+        acks: &Arc<BatchAcks>,
+        key: &[u8],
+        value: &[u8],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Rejection>, KafkaError> {
+        let summary = self
+            .sink
+            .produce_alone(&self.topic, key, value, shutdown)
+            .await?
+            .ok_or(KafkaError::Canceled)?;
+        if let Some(refused) = summary.failed.iter().find(|f| f.refused) {
+            // Nothing else is in flight: renew the producer, whose sequence may be stuck on the
+            // refused record (see `KafkaSink::renewed`).
+            self.sink = self.sink.renewed()?;
+            return Ok(Some(Rejection {
+                reason: RejectReason::RefusedByKafka,
+                detail: format!(
+                    "Kafka refused the record, also sent alone: {}",
+                    refused.error
+                ),
+            }));
+        }
+        tracing::debug!(
+            key = %String::from_utf8_lossy(key),
+            delivered = summary.failures == 0,
+            "a record that failed with others was sent alone"
+        );
+        acks.absorb(summary);
+        Ok(None)
+    }
+
+    /// Sets a row aside: counted by reason, logged as an error naming the row, and sent to the
+    /// dead-letter topic (if any) within the batch, so the watermark passes it only once the
+    /// dead letter is acknowledged. Later versions of the product are produced as usual.
+    async fn set_aside(
+        &self,
+        acks: &Arc<BatchAcks>,
+        row: &SourceRow,
+        rejection: &Rejection,
+        source: &str,
+    ) -> Result<(), KafkaError> {
+        self.metrics
+            .rows_rejected
+            .with_label_values(&[rejection.reason.label()])
+            .inc();
+        tracing::error!(
+            id = %row.id,
+            last_updated = %row.last_updated,
+            reason = rejection.reason.label(),
+            detail = %rejection.detail,
+            dead_letter_topic = self.dead_letter_topic.as_deref().unwrap_or("none"),
+            "row set aside: it is not produced to the topic (later changes of this product are)"
+        );
+        if let Some(topic) = &self.dead_letter_topic {
+            let json = dead_letter_json(row, rejection, source);
+            let key = row.id.to_string();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: DEAD_LETTER_REASON_HEADER,
+                value: Some(rejection.reason.label()),
+            });
+            self.sink
+                .enqueue_with_headers(acks, topic, key.as_bytes(), json.as_bytes(), Some(&headers))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Advances the watermark past an acknowledged batch; returns `Err(reason)` when some record
@@ -355,16 +525,23 @@ impl Pipeline {
         self.metrics.records_produced.inc_by(acks.produced);
         if acks.failures > 0 {
             self.metrics.delivery_errors.inc_by(acks.failures);
+            state.note_failed(&acks.failed, self.id_kind);
             return Ok(Err(acks
                 .first_error
                 .unwrap_or_else(|| "delivery failed".into())));
         }
         if let Some(end) = batch.end {
             state.delivered.forget_through(&end);
+            if !state.suspects.is_empty() {
+                state
+                    .suspects
+                    .forget_before(end.last_updated.and_utc().timestamp_micros());
+            }
             self.watermark.position = Some(end);
         }
         self.watermark.next_offsets = durable_offsets(&state.acknowledged, &state.delivered);
         state.watermark_file.store(&self.watermark);
+        state.replay_backoff.reset();
         Ok(Ok(()))
     }
 
@@ -375,7 +552,10 @@ impl Pipeline {
         state: &mut LoopState,
         failure: &str,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Result<bool, PipelineError> {
+        if let Some(fatal) = self.sink.fatal_error() {
+            return Err(PipelineError::KafkaFatal(fatal));
+        }
         tracing::error!(
             error = failure,
             watermark = %describe_position(self.watermark.position.as_ref()),
@@ -383,30 +563,49 @@ impl Pipeline {
         );
         self.readiness
             .set("kafka", false, format!("delivery failed: {failure}"));
+        self.readiness.set(
+            CAPTURE_CHECK,
+            false,
+            format!("replaying from the watermark after a failed delivery: {failure}"),
+        );
         state.read = None;
         while !state.acks.is_empty() {
             tokio::select! {
-                () = shutdown.cancelled() => return false,
-                Some(_) = state.acks.next() => {}
+                () = shutdown.cancelled() => return Ok(false),
+                Some(acks) = state.acks.next() => state.note_failed(&acks.failed, self.id_kind),
             }
         }
         state.in_flight.clear();
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        // Nothing is in flight any more: a fresh producer id leaves no failed sequence behind.
+        self.sink = self
+            .sink
+            .renewed()
+            .map_err(|e| PipelineError::KafkaFatal(format!("cannot renew the producer: {e}")))?;
+        if state.suspects.is_empty() {
+            // The cluster's trouble (not the records'): wait before trying again.
+            if !state.replay_backoff.wait(shutdown).await {
+                return Ok(false);
+            }
+        } else {
+            tracing::warn!(
+                records = state.suspects.len(),
+                "Kafka refused records for what they are: the replay sends each failed record \
+                 alone, and sets aside those it refuses alone too"
+            );
         }
         let Some(delivered) = self.read_back_delivered(shutdown).await else {
-            return false;
+            return Ok(false);
         };
         state.delivered = delivered;
         state.cursor = self.watermark.position.clone();
         state.next_read_at = Instant::now();
-        true
+        self.readiness.set(CAPTURE_CHECK, true, "capturing");
+        Ok(true)
     }
 
     fn on_read_error(&self, state: &mut LoopState, error: &SourceError) {
         state.read_failures += 1;
-        let backoff = backoff(self.poll_interval, state.read_failures);
+        let backoff = state.read_backoff.next_delay();
         state.next_read_at = Instant::now() + backoff;
         self.readiness.set("database", false, error.to_string());
         tracing::warn!(error = %error, failures = state.read_failures, retry_in = ?backoff, "cannot read changes from the database");
@@ -621,19 +820,43 @@ impl WatermarkWriter {
     }
 }
 
+impl LoopState {
+    /// Takes note of the failed records of a batch: when Kafka refused any for what it is, each
+    /// of them is a suspect (refused itself, or failed with the refused one's batch).
+    fn note_failed(&mut self, failed: &[FailedRecord], id_kind: IdKind) {
+        if !failed.iter().any(|f| f.refused) {
+            return;
+        }
+        for record in failed {
+            match suspect_of(record, id_kind) {
+                Some(suspect) => {
+                    self.suspects.insert(suspect);
+                }
+                None => tracing::warn!(
+                    error = %record.error,
+                    "a failed record cannot be matched to a row"
+                ),
+            }
+        }
+    }
+}
+
+/// The row version `(key, last_updated_micros)` of a record that failed.
+fn suspect_of(failed: &FailedRecord, id_kind: IdKind) -> Option<(String, i64)> {
+    let key = String::from_utf8(failed.key.clone()).ok()?;
+    let (_, datum) = unframe(&failed.value).ok()?;
+    let micros = decode_product(id_kind.schema(), datum)
+        .ok()?
+        .last_updated_micros?;
+    Some((key, micros))
+}
+
 /// The next item of the read in progress (the caller checks there is one).
 async fn next_batch(read: &mut Option<ChangeReader>) -> Option<Result<Batch, SourceError>> {
     match read.as_mut() {
         Some(read) => read.next().await,
         None => std::future::pending().await,
     }
-}
-
-/// Exponential backoff from `base` (at least 100 ms), doubling per failure, capped at 30 s.
-pub fn backoff(base: Duration, failures: u32) -> Duration {
-    let base = base.max(Duration::from_millis(100));
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
 pub fn describe_position(position: Option<&Position>) -> String {
@@ -756,13 +979,20 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        let base = Duration::from_millis(500);
-        assert_eq!(backoff(base, 1), Duration::from_millis(500));
-        assert_eq!(backoff(base, 2), Duration::from_secs(1));
-        assert_eq!(backoff(base, 4), Duration::from_secs(4));
-        assert_eq!(backoff(base, 100), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::ZERO, 1), Duration::from_millis(100));
+    fn suspects_are_found_by_key_and_time_and_forgotten_once_passed() {
+        let mut suspects = Suspects::default();
+        suspects.insert(("7".into(), 10));
+        suspects.insert(("8".into(), 10));
+        suspects.insert(("7".into(), 20));
+        suspects.insert(("7".into(), 20));
+        assert_eq!(suspects.len(), 3);
+        assert!(!suspects.remove("7", 11));
+        assert!(suspects.remove("7", 10));
+        assert!(!suspects.remove("7", 10), "only once");
+        suspects.forget_before(20);
+        assert_eq!(suspects.len(), 1);
+        assert!(suspects.remove("7", 20));
+        assert!(suspects.is_empty());
     }
 
     #[test]

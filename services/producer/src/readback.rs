@@ -10,11 +10,16 @@
 //! batch that holds the requested offset when a fetch starts in its middle (tansu 0.6 does, and
 //! then reports no end of partition either). Records read before the durable offset are covered
 //! by the watermark and never match a row still to capture.
+//!
+//! A read-back is complete only when every partition was read to the end its leader reported
+//! before the read: a partition without a leader, a broker that does not answer, or a partition
+//! that stays silent fails the read-back (the caller retries it), so capture never starts without
+//! knowing what the topic already holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::avro::{decode_product, unframe, IdKind};
+use common::avro::{decode_product, own_schema_kind, unframe, IdKind};
 use common::kafka::KafkaConfig;
 use common::product::ProductId;
 use common::registry::RegistryClient;
@@ -26,13 +31,10 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::position::{Position, RowKey};
 use crate::sink::MAX_RECORDS_PER_BATCH;
 
-/// How long a partition must stay quiet after its end was reported before the read-back stops
+/// How long a partition must stay quiet after its end was reached before the read-back stops
 /// (some brokers, tansu among them, report a high watermark that trails the last batch).
 const QUIET_AFTER_END: Duration = Duration::from_millis(750);
-/// A partition that neither delivers a record nor reports its end for this long is taken as
-/// read to its end (with a warning).
-const SILENT_PARTITION: Duration = Duration::from_secs(5);
-/// Upper bound for one read-back.
+/// Upper bound for one read-back attempt; a partition not read to its end by then fails it.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(120);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,8 +42,23 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ReadBackError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("reading back {topic} did not reach the end of every partition within {after:?}")]
-    Timeout { topic: String, after: Duration },
+    #[error("cannot fetch writer schema {schema_id} of a record read back: {source}")]
+    Registry {
+        schema_id: u32,
+        source: common::registry::RegistryError,
+    },
+    #[error("cannot learn where partition {partition} of {topic} ends (no leader, or the broker does not answer): {source}")]
+    End {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("reading back {topic} did not reach the end of partitions {partitions:?} within {after:?} (no leader, or the broker does not answer)")]
+    Timeout {
+        topic: String,
+        partitions: Vec<i32>,
+        after: Duration,
+    },
 }
 
 /// Row versions `(id, last_updated_micros)` found in the topic after the durable watermark, with
@@ -49,6 +66,20 @@ pub enum ReadBackError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveredRows {
     rows: HashMap<(RowKey, i64), (i32, i64)>,
+    /// Per id, the latest version found.
+    latest: HashMap<RowKey, i64>,
+}
+
+/// What the topic holds of a captured row version (see [`DeliveredRows::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Not there: produce it.
+    Missing,
+    /// This very version.
+    Same,
+    /// A later version of the same id: producing this one now would put the product's versions
+    /// out of order (it can only happen when an earlier delivery failed part-way).
+    Later,
 }
 
 impl DeliveredRows {
@@ -63,6 +94,8 @@ impl DeliveredRows {
     /// Records that the row version `(id, micros)` is at `offset` of `partition` (the lowest
     /// offset wins when the topic holds it more than once).
     pub fn insert(&mut self, id: RowKey, last_updated_micros: i64, partition: i32, offset: i64) {
+        let latest = self.latest.entry(id.clone()).or_insert(last_updated_micros);
+        *latest = (*latest).max(last_updated_micros);
         let entry = self
             .rows
             .entry((id, last_updated_micros))
@@ -78,6 +111,19 @@ impl DeliveredRows {
         self.rows.contains_key(&(id.clone(), last_updated_micros))
     }
 
+    /// Whether the topic holds this row version, a later one of the same id, or neither.
+    pub fn status(&self, id: &RowKey, last_updated_micros: i64) -> Found {
+        if self.latest.is_empty() {
+            return Found::Missing;
+        }
+        match self.latest.get(id) {
+            None => Found::Missing,
+            Some(&latest) if latest > last_updated_micros => Found::Later,
+            Some(_) if self.contains(id, last_updated_micros) => Found::Same,
+            Some(_) => Found::Missing,
+        }
+    }
+
     /// Forgets the row versions at or before `position`: the watermark covers them now (and a
     /// row version captured past can no longer come again).
     pub fn forget_through(&mut self, position: &Position) {
@@ -90,6 +136,13 @@ impl DeliveredRows {
                 // id of this timestamp").
                 std::cmp::Ordering::Equal => position.id.as_ref().is_some_and(|limit| id > limit),
             });
+        if !self.latest.is_empty() {
+            self.latest.clear();
+            for (id, micros) in self.rows.keys() {
+                let latest = self.latest.entry(id.clone()).or_insert(*micros);
+                *latest = (*latest).max(*micros);
+            }
+        }
     }
 
     /// Per partition, the lowest offset of a remembered record. The durable watermark must not
@@ -127,17 +180,33 @@ pub async fn end_offsets(
     kafka: &KafkaConfig,
     topic: &str,
     partitions: i32,
-) -> Result<BTreeMap<i32, i64>, KafkaError> {
+) -> Result<BTreeMap<i32, i64>, ReadBackError> {
     let config = kafka.client_config();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create()?;
         (0..partitions)
-            .map(|p| Ok((p, consumer.fetch_watermarks(&topic, p, METADATA_TIMEOUT)?.1)))
+            .map(|partition| Ok((partition, partition_end(&consumer, &topic, partition)?)))
             .collect()
     })
     .await
-    .map_err(|_| KafkaError::Canceled)?
+    .map_err(|_| ReadBackError::Kafka(KafkaError::Canceled))?
+}
+
+/// The end (high watermark) of `partition`, from its leader.
+fn partition_end<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ReadBackError> {
+    let (_, end) = consumer
+        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        .map_err(|source| ReadBackError::End {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        })?;
+    Ok(end)
 }
 
 /// The read-back consumer's context: reaching the end of a partition is what the read-back waits
@@ -177,6 +246,9 @@ pub async fn read_back(
     let records = read_raw(kafka, topic, from).await?;
     let mut delivered = DeliveredRows::default();
     let mut undecodable = 0usize;
+    // Writer schemas with the canonical form of ours (our earlier registered versions among
+    // them), by id: their records are read as ours, once checked per id.
+    let mut own_kinds: HashMap<u32, Option<IdKind>> = HashMap::new();
     for record in records {
         let Some(payload) = record.payload else {
             undecodable += 1;
@@ -187,7 +259,21 @@ pub async fn read_back(
                 decode_product(our_id_kind.schema(), datum).ok()
             }
             Ok((id, datum)) => match registry.schema(id).await {
-                Ok(schema) => decode_product(&schema, datum).ok(),
+                Ok(schema) => match *own_kinds
+                    .entry(id)
+                    .or_insert_with(|| own_schema_kind(&schema))
+                {
+                    Some(kind) => decode_product(kind.schema(), datum),
+                    None => decode_product(&schema, datum),
+                }
+                .ok(),
+                // A record we cannot check yet might be one of ours: fail, to be retried.
+                Err(source) if source.is_transient() => {
+                    return Err(ReadBackError::Registry {
+                        schema_id: id,
+                        source,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(schema_id = id, error = %e, "cannot fetch a writer schema during read-back");
                     None
@@ -216,8 +302,49 @@ pub async fn read_back(
     Ok(delivered)
 }
 
+/// How far the read of one partition got.
+#[derive(Debug, Clone)]
+struct PartitionRead {
+    /// The end (high watermark) the partition's leader reported before the read.
+    end: i64,
+    /// The broker reported the end of the partition.
+    reached_end: bool,
+    /// The highest offset read.
+    last_offset: Option<i64>,
+    last_activity: Instant,
+}
+
+impl PartitionRead {
+    fn new(end: i64, now: Instant) -> Self {
+        Self {
+            end,
+            reached_end: false,
+            last_offset: None,
+            last_activity: now,
+        }
+    }
+
+    fn record(&mut self, offset: i64, now: Instant) {
+        self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
+        self.last_activity = now;
+    }
+
+    fn end_reported(&mut self, now: Instant) {
+        self.reached_end = true;
+        self.last_activity = now;
+    }
+
+    /// Read to its end: the broker said so, or the record at the reported end (tansu reports the
+    /// last batch's first offset + 1) arrived; and nothing more came for [`QUIET_AFTER_END`].
+    /// A partition that stays silent is never done.
+    fn done(&self, now: Instant) -> bool {
+        let at_end = self.reached_end || self.last_offset.is_some_and(|o| o >= self.end - 1);
+        at_end && now.duration_since(self.last_activity) >= QUIET_AFTER_END
+    }
+}
+
 /// Every record of `topic` from `from` (partition -> offset, less [`MAX_RECORDS_PER_BATCH`]) to
-/// the end of each partition.
+/// the end of each partition. Fails when a partition's end cannot be learned or reached.
 pub async fn read_raw(
     kafka: &KafkaConfig,
     topic: &str,
@@ -235,48 +362,56 @@ pub async fn read_raw(
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .create_with_context(ReadBackContext)?;
+        let started = Instant::now();
         let mut assignment = TopicPartitionList::new();
+        let mut reads: BTreeMap<i32, PartitionRead> = BTreeMap::new();
         for (&partition, &offset) in &from {
+            let end = partition_end(&consumer, &topic, partition)?;
             let start = (offset - MAX_RECORDS_PER_BATCH).max(0);
+            // Nothing at or after `start`: with batches of at most MAX_RECORDS_PER_BATCH records,
+            // the last batch starts at or after `end - 1`, so it ends before `offset`.
+            if start >= end {
+                continue;
+            }
             assignment.add_partition_offset(&topic, partition, Offset::Offset(start))?;
+            reads.insert(partition, PartitionRead::new(end, started));
+        }
+        if reads.is_empty() {
+            return Ok(Vec::new());
         }
         consumer.assign(&assignment)?;
 
-        let started = Instant::now();
         let mut records = Vec::new();
-        // A partition is done once it reported its end and then stayed quiet for a while, or
-        // when it stays silent altogether.
-        let mut reached_end: HashSet<i32> = HashSet::new();
-        let mut last_activity: HashMap<i32, Instant> = from.keys().map(|p| (*p, started)).collect();
         loop {
-            let quiet_for = |p: &i32| last_activity.get(p).map_or(Duration::ZERO, Instant::elapsed);
-            let done = from.keys().all(|p| {
-                (reached_end.contains(p) && quiet_for(p) >= QUIET_AFTER_END) || quiet_for(p) >= SILENT_PARTITION
-            });
-            if done {
-                let silent: Vec<i32> = from.keys().filter(|p| !reached_end.contains(p)).copied().collect();
-                if !silent.is_empty() {
-                    tracing::warn!(
-                        topic = %topic,
-                        partitions = ?silent,
-                        "the broker reported no end for some partitions; taking them as read to the end"
-                    );
-                }
+            let now = Instant::now();
+            if reads.values().all(|read| read.done(now)) {
                 break;
             }
             if started.elapsed() > READ_BACK_TIMEOUT {
                 return Err(ReadBackError::Timeout {
                     topic,
+                    partitions: reads
+                        .iter()
+                        .filter(|(_, read)| !read.done(now))
+                        .map(|(p, _)| *p)
+                        .collect(),
                     after: READ_BACK_TIMEOUT,
                 });
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    last_activity.insert(message.partition(), Instant::now());
+                    if let Some(read) = reads.get_mut(&message.partition()) {
+                        read.record(message.offset(), Instant::now());
+                    }
                     let headers = message.headers().map_or_else(Vec::new, |headers| {
                         headers
                             .iter()
-                            .map(|h| (h.key.to_owned(), h.value.map_or_else(Vec::new, <[u8]>::to_vec)))
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    h.value.map_or_else(Vec::new, <[u8]>::to_vec),
+                                )
+                            })
                             .collect()
                     });
                     records.push(RawRecord {
@@ -287,8 +422,9 @@ pub async fn read_raw(
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    reached_end.insert(partition);
-                    last_activity.insert(partition, Instant::now());
+                    if let Some(read) = reads.get_mut(&partition) {
+                        read.end_reported(Instant::now());
+                    }
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
@@ -329,6 +465,25 @@ mod tests {
     }
 
     #[test]
+    fn a_later_version_in_the_topic_is_told_apart_from_this_one() {
+        let mut d = DeliveredRows::default();
+        assert_eq!(d.status(&1.into(), 5), Found::Missing);
+        d.insert(1.into(), 10, 0, 3);
+        assert_eq!(d.status(&1.into(), 10), Found::Same);
+        assert_eq!(d.status(&1.into(), 5), Found::Later);
+        assert_eq!(d.status(&1.into(), 11), Found::Missing);
+        assert_eq!(d.status(&2.into(), 5), Found::Missing);
+        // Once the watermark covers the later version, an older one cannot come again anyway.
+        d.forget_through(&Position::after_timestamp(
+            chrono::DateTime::from_timestamp_micros(10)
+                .unwrap()
+                .naive_utc(),
+        ));
+        assert_eq!(d.status(&1.into(), 5), Found::Missing);
+        assert!(d.is_empty());
+    }
+
+    #[test]
     fn forgets_what_the_watermark_covers() {
         let mut d = DeliveredRows::default();
         d.insert(1.into(), micros("2024-01-01 00:00:01"), 0, 1);
@@ -354,6 +509,28 @@ mod tests {
         assert!(!d.contains(&"P0002".into(), micros("2024-01-01 00:00:01")));
         assert!(d.contains(&"p0001".into(), micros("2024-01-01 00:00:01")));
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_partition_is_read_to_its_end_only_when_the_broker_says_so_or_its_last_record_came() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        // Silent (no leader, broker away): never done, however long.
+        let silent = PartitionRead::new(10, t0);
+        assert!(!silent.done(later(3_600_000)));
+        // Records below the end: not done.
+        let mut read = PartitionRead::new(10, t0);
+        read.record(7, later(100));
+        assert!(!read.done(later(5_000)));
+        // The record at the reported end (end - 1) arrived: done once quiet.
+        read.record(9, later(200));
+        assert!(!read.done(later(300)));
+        assert!(read.done(later(200) + QUIET_AFTER_END));
+        // Or the broker reported the end.
+        let mut eof = PartitionRead::new(10, t0);
+        eof.end_reported(later(50));
+        assert!(!eof.done(later(100)));
+        assert!(eof.done(later(50) + QUIET_AFTER_END));
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::config::Compression;
 /// (tansu 0.6) return nothing of a batch when a fetch starts in its middle.
 pub const MAX_RECORDS_PER_BATCH: i64 = 1000;
 
+/// The largest record the producer sends (`message.max.bytes`, librdkafka's default, set
+/// explicitly so the code knows it): a bigger one is refused when enqueued and set aside.
+pub const MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// The producer settings (shared by the service and the benchmark's raw baseline):
 ///
 /// * `enable.idempotence=true`, `acks=all`: no duplicates from retries, order kept per partition.
@@ -33,6 +37,7 @@ pub const MAX_RECORDS_PER_BATCH: i64 = 1000;
 /// * `message.timeout.ms=0`: librdkafka never gives up on a record. While the broker is down
 ///   records wait in the (bounded) queue and are retried in order once it is back; the producer
 ///   stops reading from the database meanwhile.
+/// * `message.max.bytes`: see [`MESSAGE_MAX_BYTES`].
 pub fn producer_client_config(kafka: &KafkaConfig, compression: Compression) -> ClientConfig {
     let mut config = kafka.client_config();
     config
@@ -43,8 +48,46 @@ pub fn producer_client_config(kafka: &KafkaConfig, compression: Compression) -> 
         .set("compression.type", compression.as_str())
         .set("message.timeout.ms", "0")
         .set("linger.ms", "5")
-        .set("batch.num.messages", MAX_RECORDS_PER_BATCH.to_string());
+        .set("batch.num.messages", MAX_RECORDS_PER_BATCH.to_string())
+        .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string());
     config
+}
+
+/// Whether Kafka refused a record for what it is (too large, invalid), rather than for the state
+/// of the cluster (unreachable, not authorized, no such topic): sending it again cannot help,
+/// sending the others can. When the broker refuses a whole batch for one bad record, every
+/// record of the batch fails with the code: each is then sent alone to find the bad one.
+pub fn is_refused_record(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// Whether the record was refused for its size.
+pub fn is_too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+        )
+    )
+}
+
+/// A record of the main topic that Kafka did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub error: String,
+    /// Refused for what it is ([`is_refused_record`]), or with the batch it came in.
+    pub refused: bool,
 }
 
 /// What Kafka answered for the records of one batch.
@@ -57,6 +100,24 @@ pub struct AckSummary {
     /// Records (main or dead-letter topic) that failed, with the first error.
     pub failures: u64,
     pub first_error: Option<String>,
+    /// The failed records of the main topic.
+    pub failed: Vec<FailedRecord>,
+}
+
+impl AckSummary {
+    /// Adds what Kafka answered for records produced on their own for this batch.
+    pub fn absorb(&mut self, other: AckSummary) {
+        self.produced += other.produced;
+        for (partition, next) in other.next_offsets {
+            let known = self.next_offsets.entry(partition).or_insert(0);
+            *known = (*known).max(next);
+        }
+        self.failures += other.failures;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.failed.extend(other.failed);
+    }
 }
 
 #[derive(Default)]
@@ -111,7 +172,12 @@ impl BatchAcks {
         }
     }
 
-    fn settle(&self, topic: &str, outcome: Result<(i32, i64), String>) {
+    /// Adds the outcome of records produced on their own (see [`KafkaSink::produce_alone`]).
+    pub fn absorb(&self, summary: AckSummary) {
+        self.counts().summary.absorb(summary);
+    }
+
+    fn settle(&self, topic: &str, outcome: Result<(i32, i64), (String, Option<FailedRecord>)>) {
         let complete = {
             let mut counts = self.counts();
             counts.settled += 1;
@@ -122,12 +188,15 @@ impl BatchAcks {
                     *next = (*next).max(offset + 1);
                 }
                 Ok(_) => {}
-                Err(e) => {
+                Err((e, failed)) => {
                     counts.summary.failures += 1;
                     counts
                         .summary
                         .first_error
                         .get_or_insert_with(|| format!("{topic}: {e}"));
+                    if topic == self.topic {
+                        counts.summary.failed.extend(failed);
+                    }
                 }
             }
             counts.complete()
@@ -164,7 +233,16 @@ impl ProducerContext for SinkContext {
             Ok(message) => {
                 acks.settle(message.topic(), Ok((message.partition(), message.offset())))
             }
-            Err((e, message)) => acks.settle(message.topic(), Err(e.to_string())),
+            Err((e, message)) => {
+                // Copies only on the error path: the pipeline needs to know which row it was.
+                let failed = FailedRecord {
+                    key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                    value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    error: e.to_string(),
+                    refused: is_refused_record(e),
+                };
+                acks.settle(message.topic(), Err((e.to_string(), Some(failed))))
+            }
         }
     }
 }
@@ -173,13 +251,23 @@ impl ProducerContext for SinkContext {
 #[derive(Clone)]
 pub struct KafkaSink {
     producer: Arc<ThreadedProducer<SinkContext>>,
+    config: ClientConfig,
 }
 
 impl KafkaSink {
     pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
         Ok(Self {
             producer: Arc::new(config.create_with_context(SinkContext)?),
+            config: config.clone(),
         })
+    }
+
+    /// A new producer with the same settings (a new producer id). After a delivery failed,
+    /// the idempotent producer's sequence state may be stuck: a broker without KIP-360's epoch
+    /// bump (tansu 0.6) fences every later request of the old producer id. Callers renew once
+    /// nothing is in flight; the read-back then tells what reached the topic.
+    pub fn renewed(&self) -> Result<Self, KafkaError> {
+        Self::new(&self.config)
     }
 
     /// Enqueues a record counted in `acks`. Waits while librdkafka's queue is full.
@@ -237,6 +325,48 @@ impl KafkaSink {
         .map_err(|_| KafkaError::Canceled)?
     }
 
+    /// Produces one record with nothing else in its request, to learn whether Kafka refuses it
+    /// for what it is: waits until everything enqueued before is settled, sends it, and waits for
+    /// its answer. `None` on shutdown. Slow (a round trip); only for records under suspicion.
+    pub async fn produce_alone(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<AckSummary>, KafkaError> {
+        if !self.wait_until_settled(shutdown).await {
+            return Ok(None);
+        }
+        let alone = BatchAcks::new(topic);
+        self.enqueue(&alone, topic, key, payload).await?;
+        alone.seal();
+        tokio::select! {
+            () = shutdown.cancelled() => Ok(None),
+            summary = alone.wait() => Ok(Some(summary)),
+        }
+    }
+
+    /// Waits until every enqueued record is settled; false on shutdown. (librdkafka's flush
+    /// polls in 100 ms steps; this notices within milliseconds.)
+    async fn wait_until_settled(&self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        while self.producer.in_flight_count() > 0 {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+
+    /// librdkafka's fatal error, if the producer hit one (it cannot produce any more).
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
     /// Waits up to `timeout` for queued records to be delivered.
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = Arc::clone(&self.producer);
@@ -277,8 +407,9 @@ mod tests {
         acks.enqueued();
         acks.enqueued();
         acks.seal();
-        acks.settle("main", Err("broker said no".into()));
-        acks.settle("main", Err("again".into()));
+        acks.settle("main", Err(("broker said no".into(), None)));
+        acks.settle("main", Err(("again".into(), None)));
+        assert!(Arc::clone(&acks).wait().await.failed.is_empty());
         let summary = Arc::clone(&acks).wait().await;
         assert_eq!(summary.failures, 2);
         assert_eq!(summary.first_error.as_deref(), Some("main: broker said no"));

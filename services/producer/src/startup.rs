@@ -1,24 +1,28 @@
 //! Building and running the producer: `Application::build(config)` binds HTTP and loads the
 //! watermark (a corrupt one fails here) — or, with `SOURCE=csv`, checks the CSV file, its header,
-//! the value schema and the position file; `run_until_stopped` checks the source table (a missing
-//! table or column fails here), registers the value schema for its kind of id, makes sure the
-//! topic exists, reads back what reached it after the watermark, and runs capture (or the CSV
-//! loop, [`crate::csv_source`]).
+//! the value schema and the position file; `run_until_stopped` serves HTTP and then waits, with
+//! backoff and the `capture` readiness check false, for each dependency in turn: the source table
+//! (the database and the table may not exist yet; a missing column or a wrong type fails here),
+//! the registry (the value schema for its kind of id), the broker (the topic and the dead-letter
+//! topic, created if missing) and the read-back of what reached the topic after the watermark;
+//! then it runs capture (or the CSV loop, [`crate::csv_source`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::backoff::{wait_for, Attempt};
+use common::config::TopicConfig;
 use common::http::{base_router, bind, serve, Readiness};
-use common::kafka::{ensure_topic, TopicStatus};
+use common::kafka::{ensure_topic, is_permanent_topic_error, TopicStatus};
 use common::registry::{RegistryClient, RegistryError};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceKind};
 use crate::csv_source::{values, CsvCapture, CsvError, CsvRun};
 use crate::metrics::ProducerMetrics;
-use crate::pipeline::{backoff, describe_position, HorizonWatch, Pipeline, PipelineError};
+use crate::pipeline::{describe_position, HorizonWatch, Pipeline, PipelineError, CAPTURE_CHECK};
 use crate::readback::end_offsets;
 use crate::sink::{producer_client_config, KafkaSink};
 use crate::source::mysql::MySqlSource;
@@ -118,6 +122,7 @@ impl Application {
             }
         };
         readiness.set("kafka", false, "not checked yet");
+        readiness.set(CAPTURE_CHECK, false, "starting");
         let listener = bind(config.http_addr).await?;
         let port = listener.local_addr()?.port();
         tracing::info!(
@@ -241,20 +246,27 @@ impl Application {
                     .await
                 }
             };
-            let Some(id_kind) = inspect_source(source.as_ref(), &watermark, &shutdown).await?
+            let Some(id_kind) =
+                inspect_source(source.as_ref(), &watermark, &readiness, &shutdown).await?
             else {
                 return Ok(());
             };
-            let Some(schema_id) =
-                register_schema(&schema_registry, &config, id_kind.schema_json(), &shutdown)
-                    .await?
+            let Some(schema_id) = register_schema(
+                &schema_registry,
+                &config,
+                id_kind.schema_json(),
+                &readiness,
+                &shutdown,
+            )
+            .await?
             else {
                 return Ok(());
             };
-            let Some(partitions) = ensure_topic_exists(&config, &shutdown).await? else {
+            let Some(partitions) = ensure_topics(&config, &readiness, &shutdown).await? else {
                 return Ok(());
             };
-            if !complete_offsets(&mut watermark, &config, partitions, &shutdown).await? {
+            if !complete_offsets(&mut watermark, &config, partitions, &readiness, &shutdown).await?
+            {
                 return Ok(());
             }
             let pipeline = Pipeline {
@@ -292,38 +304,37 @@ impl Application {
     }
 }
 
-/// Checks that the source table and its columns exist (retrying while the database is
-/// unreachable) and that the watermark's position fits its kind of id; returns that kind.
-/// `None` on shutdown.
+/// Checks that the source table and its columns exist (waiting while the database is
+/// unreachable or the table not created yet) and that the watermark's position fits its kind of
+/// id; returns that kind. `None` on shutdown.
 async fn inspect_source(
     source: &dyn Source,
     watermark: &Watermark,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<IdKind>, StartupError> {
     let fail = |error| StartupError::Source {
         source_name: source.describe(),
         error,
     };
-    let mut failures = 0;
-    let kind = loop {
-        match source.inspect().await {
-            Ok(kind) => break kind,
-            Err(e @ SourceError::Table(_)) => return Err(fail(e)),
-            Err(e) => {
-                failures += 1;
-                let delay = backoff(Duration::from_millis(500), failures);
-                tracing::warn!(
-                    error = %e,
-                    source = %source.describe(),
-                    retry_in = ?delay,
-                    "cannot check the source table yet (is the database up?), retrying"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
+    let dependency = format!("the {} (SOURCE_TABLE)", source.describe());
+    let kind = wait_for(&dependency, readiness, CAPTURE_CHECK, shutdown, || {
+        let inspected = source.inspect();
+        async move {
+            match inspected.await {
+                Ok(kind) => Attempt::Ready(kind),
+                Err(SourceError::TableMissing(reason)) => Attempt::Waiting(reason),
+                Err(e @ (SourceError::Table(_) | SourceError::KeyKind { .. })) => {
+                    Attempt::Failed(e)
                 }
+                Err(e) => Attempt::Waiting(format!("the database does not answer: {e}")),
             }
         }
+    })
+    .await
+    .map_err(fail)?;
+    let Some(kind) = kind else {
+        return Ok(None);
     };
     if let Some(id) = watermark.position.as_ref().and_then(|p| p.id.as_ref()) {
         let fits = matches!(
@@ -354,13 +365,15 @@ async fn run_csv(
     shutdown: &CancellationToken,
 ) -> Result<(), StartupError> {
     let schema_id = match csv.schema_text() {
-        Some(schema) => match register_schema(&registry, config, schema, shutdown).await? {
-            Some(id) => id,
-            None => return Ok(()),
-        },
+        Some(schema) => {
+            match register_schema(&registry, config, schema, &readiness, shutdown).await? {
+                Some(id) => id,
+                None => return Ok(()),
+            }
+        }
         None => 0,
     };
-    let Some(partitions) = ensure_topic_exists(config, shutdown).await? else {
+    let Some(partitions) = ensure_topics(config, &readiness, shutdown).await? else {
         return Ok(());
     };
     let run = CsvRun {
@@ -379,76 +392,86 @@ async fn run_csv(
     Ok(())
 }
 
-/// Registers the value schema under `{topic}-value`, retrying while the registry is unreachable.
+/// Registers the value schema under `{topic}-value`, waiting while the registry is unreachable.
 async fn register_schema(
     registry: &RegistryClient,
     config: &Config,
     schema: &str,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<u32>, StartupError> {
     let subject = config.value_subject();
-    match registry
-        .register_with_retry(&subject, schema, shutdown)
-        .await
-    {
-        None => Ok(None),
-        Some(Ok(id)) => {
-            tracing::info!(subject, schema_id = id, registry = %registry.url(), "value schema registered");
-            Ok(Some(id))
+    let dependency = format!("the schema registry at {}", registry.url());
+    let registered = wait_for(&dependency, readiness, CAPTURE_CHECK, shutdown, || async {
+        match registry.register(&subject, schema).await {
+            Ok(id) => Attempt::Ready(id),
+            Err(e) if e.is_transient() => Attempt::Waiting(e.to_string()),
+            Err(source) => Attempt::Failed(StartupError::Schema {
+                subject: subject.clone(),
+                source,
+            }),
         }
-        Some(Err(source)) => Err(StartupError::Schema { subject, source }),
+    })
+    .await?;
+    if let Some(id) = registered {
+        tracing::info!(subject, schema_id = id, registry = %registry.url(), "value schema registered");
     }
+    Ok(registered)
 }
 
-/// Creates the topic if needed (retrying while the broker is unreachable) and returns its
-/// partition count.
-async fn ensure_topic_exists(
+/// Makes sure the topic (created if needed) and the dead-letter topic exist, waiting while the
+/// broker is unreachable; returns the topic's partition count.
+async fn ensure_topics(
     config: &Config,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<Option<i32>, StartupError> {
-    let mut failures = 0;
-    loop {
-        match ensure_topic(&config.kafka, &config.topic, config.replication_factor).await {
-            Ok(TopicStatus::Created) => return Ok(Some(config.topic.partitions)),
-            Ok(TopicStatus::Exists { partitions }) => return Ok(Some(partitions)),
-            Err(e) if is_permanent_topic_error(&e) => {
-                return Err(StartupError::Topic {
-                    topic: config.topic.name.clone(),
-                    source: e,
-                })
-            }
-            Err(e) => {
-                failures += 1;
-                let delay = backoff(Duration::from_millis(500), failures);
-                tracing::warn!(
-                    error = %e,
-                    kafka = %config.kafka.bootstrap_servers,
-                    topic = %config.topic.name,
-                    retry_in = ?delay,
-                    "cannot check or create the topic yet (is the broker up?), retrying"
-                );
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+    let Some(partitions) = ensure_topic_exists(config, &config.topic, readiness, shutdown).await?
+    else {
+        return Ok(None);
+    };
+    if let Some(dead_letters) = &config.dead_letter_topic {
+        let topic = TopicConfig {
+            name: dead_letters.clone(),
+            partitions: DEAD_LETTER_PARTITIONS,
+        };
+        if ensure_topic_exists(config, &topic, readiness, shutdown)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
         }
     }
+    Ok(Some(partitions))
 }
 
-fn is_permanent_topic_error(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::AdminOp(
-            RDKafkaErrorCode::InvalidReplicationFactor
-                | RDKafkaErrorCode::InvalidPartitions
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::InvalidConfig
-                | RDKafkaErrorCode::PolicyViolation
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-        )
-    )
+/// The dead-letter topic's partition count when the producer creates it (as the consumer does).
+const DEAD_LETTER_PARTITIONS: i32 = 1;
+
+/// Creates `topic` if needed (waiting while the broker is unreachable) and returns its partition
+/// count.
+async fn ensure_topic_exists(
+    config: &Config,
+    topic: &TopicConfig,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<i32>, StartupError> {
+    let dependency = format!(
+        "the broker at {} (topic {})",
+        config.kafka.bootstrap_servers, topic.name
+    );
+    wait_for(&dependency, readiness, CAPTURE_CHECK, shutdown, || async {
+        match ensure_topic(&config.kafka, topic, config.replication_factor).await {
+            Ok(TopicStatus::Created) => Attempt::Ready(topic.partitions),
+            Ok(TopicStatus::Exists { partitions }) => Attempt::Ready(partitions),
+            Err(e) if is_permanent_topic_error(&e) => Attempt::Failed(StartupError::Topic {
+                topic: topic.name.clone(),
+                source: e,
+            }),
+            Err(e) => Attempt::Waiting(e.to_string()),
+        }
+    })
+    .await
 }
 
 /// Makes sure the watermark knows, for every partition, from where to read back: partitions it
@@ -458,6 +481,7 @@ async fn complete_offsets(
     watermark: &mut Watermark,
     config: &Config,
     partitions: i32,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Result<bool, StartupError> {
     let topic = &config.topic.name;
@@ -475,20 +499,10 @@ async fn complete_offsets(
     if missing.is_empty() && watermark.topic.as_deref() == Some(topic.as_str()) {
         return Ok(true);
     }
-    let mut failures = 0;
-    let ends = loop {
-        match end_offsets(&config.kafka, topic, partitions).await {
-            Ok(ends) => break ends,
-            Err(e) => {
-                failures += 1;
-                let delay = backoff(Duration::from_millis(500), failures);
-                tracing::warn!(error = %e, topic = %topic, retry_in = ?delay, "cannot read the topic's end offsets yet");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(false),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    let Some(ends) =
+        end_offsets_when_available(&config.kafka, topic, partitions, readiness, shutdown).await
+    else {
+        return Ok(false);
     };
     for p in missing {
         watermark
@@ -501,6 +515,27 @@ async fn complete_offsets(
         .await
         .expect("watermark writer does not panic")?;
     Ok(true)
+}
+
+/// The current end offset of every partition of `topic`, waiting while a partition has no leader
+/// or the broker does not answer. `None` on shutdown.
+pub async fn end_offsets_when_available(
+    kafka: &common::kafka::KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Option<std::collections::BTreeMap<i32, i64>> {
+    let dependency = format!("the end offsets of topic {topic}");
+    let ends = wait_for(&dependency, readiness, CAPTURE_CHECK, shutdown, || async {
+        match end_offsets(kafka, topic, partitions).await {
+            Ok(ends) => Attempt::Ready(ends),
+            Err(e) => Attempt::<_, std::convert::Infallible>::Waiting(e.to_string()),
+        }
+    })
+    .await;
+    let Ok(ends) = ends;
+    ends
 }
 
 /// Keeps the "database" (table capture only) and "kafka" readiness checks current.

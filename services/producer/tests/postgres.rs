@@ -427,19 +427,13 @@ async fn rows_with_a_null_price_or_name_are_rejected_and_counted_while_the_other
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_table_or_column_is_a_clear_startup_error() {
+async fn a_missing_column_or_an_unusable_id_type_is_a_clear_startup_error() {
     let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
     let err = startup_error(bed.prototype_config(&[("SOURCE_TIMESTAMP_COLUMN", "changed_at")]))
         .await
         .to_string();
     assert!(
         err.contains("products") && err.contains("changed_at (SOURCE_TIMESTAMP_COLUMN)"),
-        "{err}"
-    );
-    // The defaults (product, id, last_updated) do not fit prototype 002's database.
-    let err = startup_error(bed.config(&[])).await.to_string();
-    assert!(
-        err.contains("table product (SOURCE_TABLE) does not exist"),
         "{err}"
     );
     let err = startup_error(bed.prototype_config(&[("SOURCE_ID_COLUMN", "price")]))
@@ -453,6 +447,112 @@ async fn a_missing_table_or_column_is_a_clear_startup_error() {
         !bed.watermark_path().exists(),
         "nothing was captured or written"
     );
+    bed.drop_database().await;
+}
+
+/// Started before its table exists (as with `docker compose up` and no health conditions), the
+/// producer waits, serving `/health` 200 and `/ready` 503 naming the table, and captures once
+/// the table is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_is_waited_for_and_captured_once_created() {
+    // The defaults (product, id, last_updated) do not exist in prototype 002's database.
+    let bed = PgBed::new(PROTOTYPE_002_TABLE).await;
+    let producer = RunningProducer::start(bed.config(&[])).await;
+    let body = producer.wait_ready_status(503).await;
+    let (health, _) = producer.get("/health").await;
+    assert_eq!(health, 200);
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "/ready to name the missing table",
+        || async {
+            let (status, body) = producer.get("/ready").await;
+            (status == 503 && body.contains("table product (SOURCE_TABLE) does not exist"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!producer.handle.is_finished(), "still running: {body}");
+
+    let mut conn = bed.connect().await;
+    sqlx::query(support::PG_PRODUCT_TABLE)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO product (id, name, category, price) VALUES (1, 'One', 'Cat_1', 1.50)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    producer.wait_produced(1).await;
+    producer.wait_ready_status(200).await;
+    let received = bed.read(1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].product.id, ProductId::Int(1));
+    producer.stop().await.unwrap();
+    bed.drop_database().await;
+}
+
+/// A NUMERIC too large for a double used to fail every read (`price::float8` overflows), so
+/// capture stalled on it forever; now its row is set aside and capture goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numeric_too_large_for_a_double_is_set_aside_and_capture_goes_on() {
+    let bed = PgBed::new(
+        "CREATE TABLE product (id INTEGER PRIMARY KEY, name TEXT NOT NULL, category TEXT, \
+         price NUMERIC NOT NULL, last_updated TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await;
+    let mut conn = bed.connect().await;
+    for (id, price) in [(1, "1.50"), (2, "1e400"), (3, "2.25")] {
+        sqlx::query(&format!(
+            "INSERT INTO product (id, name, category, price) VALUES ({id}, 'P{id}', 'Cat_1', {price}::numeric)"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let dead_letters = format!("{}.dlq", bed.topic.name);
+    let producer = RunningProducer::start(bed.config(&[])).await;
+    producer.wait_produced(2).await;
+    // A later change of the product set aside is produced as usual.
+    sqlx::query("UPDATE product SET price = 3.00, last_updated = now() WHERE id = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    producer.wait_produced(3).await;
+    let received = bed.read(3).await;
+    let mut prices: Vec<(ProductId, f64)> = received
+        .iter()
+        .map(|r| (r.product.id.clone(), r.product.price))
+        .collect();
+    prices.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    assert_eq!(
+        prices,
+        [
+            (ProductId::Int(1), 1.5),
+            (ProductId::Int(2), 3.0),
+            (ProductId::Int(3), 2.25)
+        ]
+    );
+    let (_, metrics) = producer.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"producer_rows_rejected_total{reason="price_not_finite"} 1"#),
+        "{metrics}"
+    );
+    let letters = testkit::read_topic(
+        &TopicConfig {
+            name: dead_letters,
+            partitions: 1,
+        },
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter: serde_json::Value =
+        serde_json::from_slice(rdkafka::Message::payload(&letters[0]).unwrap()).unwrap();
+    assert_eq!(letter["reason"], "price_not_finite");
+    assert_eq!(letter["row"]["id"], 2);
+    assert_eq!(testkit::key_text(&letters[0]), "2");
+    producer.stop().await.unwrap();
     bed.drop_database().await;
 }
 

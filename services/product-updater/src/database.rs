@@ -11,8 +11,8 @@ use sqlx::migrate::{MigrateDatabase, MigrateError, Migrator};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{MySql, MySqlPool};
 
-use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use common::backoff::Backoff;
 
 /// The `product` table and its index (`schemas/migrations/mysql`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../schemas/migrations/mysql");

@@ -9,7 +9,6 @@
 //! if missing and migrated, retrying with backoff while it is unreachable (`/ready` answers 503
 //! meanwhile, and SIGTERM still stops the process promptly). See [`config`] for the variables.
 
-pub mod backoff;
 pub mod catalog_changes;
 pub mod config;
 pub mod database;

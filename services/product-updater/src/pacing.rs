@@ -19,10 +19,10 @@ use sqlx::MySqlPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::backoff::Backoff;
 use crate::catalog_changes::{apply_change, plan_change, Applied, CatalogIds};
 use crate::database::READINESS_CHECK;
 use crate::metrics::Metrics;
+use common::backoff::Backoff;
 
 /// Shortest and longest pause between ticks; within these a tick comes about once per change.
 const MIN_TICK: Duration = Duration::from_millis(5);

@@ -17,12 +17,12 @@ use common::CancellationToken;
 use sqlx::{MySql, MySqlPool, QueryBuilder};
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
 use crate::database::is_transient;
 use crate::metrics::Metrics;
 use crate::product_csv::{
     CsvRecord, ProductCsvReader, RejectReason, RejectedRow, SeedFileError, SeedRow,
 };
+use common::backoff::Backoff;
 
 /// What a finished seed did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,6 @@ use prometheus::Registry;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 
-use crate::backoff::Backoff;
 use crate::catalog_changes::CatalogIds;
 use crate::config::Config;
 use crate::database::{connect_and_migrate, watch_readiness, MigrationError, READINESS_CHECK};
@@ -18,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::pacing::{run_changes, ChangeContext};
 use crate::product_csv::{ProductCsvReader, SeedFileError};
 use crate::seeding::{seed_from_csv, SeedError};
+use common::backoff::Backoff;
 
 /// Why the application could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

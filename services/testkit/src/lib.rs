@@ -15,6 +15,12 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::{Connection, MySqlConnection, PgConnection};
 
+/// Our product value schema as registered before `last_updated_micros` became a plain `long`
+/// (it carried the `timestamp-micros` logical type). Records written with it stay in topics and
+/// must still be read.
+pub const EARLIER_PRODUCT_SCHEMA_JSON: &str =
+    include_str!("../../../schemas/history/product_value.timestamp-micros.avsc");
+
 /// The test broker.
 pub fn kafka() -> KafkaConfig {
     KafkaConfig::plaintext(
@@ -147,7 +153,41 @@ pub async fn create_topic(partitions: i32) -> TopicConfig {
 /// Starts an in-process dev schema registry on an ephemeral port and returns its URL. It lives as
 /// long as the test's runtime.
 pub async fn spawn_registry() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    spawn_registry_on(0).await
+}
+
+/// A port nothing listens on right now (for a dependency a test starts later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts forwarding TCP connections from `port` of 127.0.0.1 to `upstream` (e.g. the test
+/// database): a dependency that appears where a service already expects it. Lives as long as the
+/// test's runtime.
+pub async fn forward_port(port: u16, upstream: &str) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the forwarded port");
+    let upstream = upstream.to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
+/// Like [`spawn_registry`], on `port` of 127.0.0.1 (0: any free port): a registry that comes up
+/// where a service already expects it.
+pub async fn spawn_registry_on(port: u16) -> String {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind registry");
     let addr = listener.local_addr().expect("registry address");
@@ -229,4 +269,70 @@ pub async fn read_topic(
 /// The key of `message` as UTF-8 text.
 pub fn key_text(message: &OwnedMessage) -> String {
     String::from_utf8(message.key().expect("record has a key").to_vec()).expect("key is UTF-8")
+}
+
+/// Runs a service binary (`command`, its HTTP on `port`) for `run_for`, reading each of `paths`
+/// over HTTP every half second once it answers, then stops it with SIGTERM. Returns everything
+/// it wrote (stdout and stderr) followed by every body the endpoints answered: the text a test
+/// searches for secrets.
+pub async fn run_and_collect(
+    mut command: std::process::Command,
+    port: u16,
+    paths: &[&str],
+    run_for: Duration,
+) -> String {
+    let output = tempfile::NamedTempFile::new().expect("output file");
+    let child_output = output.reopen().expect("output file");
+    let child_errors = output.reopen().expect("output file");
+    let mut child = command
+        .stdout(child_output)
+        .stderr(child_errors)
+        .spawn()
+        .expect("start the service binary");
+    let deadline = Instant::now() + run_for;
+    let mut bodies = String::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for path in paths {
+            if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+                bodies.push_str(&format!("\n--- GET {path}: {}\n", response.status()));
+                bodies.push_str(&response.text().await.unwrap_or_default());
+            }
+        }
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let waited = tokio::task::spawn_blocking(move || {
+        let status = child.wait();
+        (child, status)
+    });
+    let (mut child, status) = tokio::time::timeout(Duration::from_secs(30), waited)
+        .await
+        .unwrap_or_else(|_| panic!("the service did not stop within 30 s of SIGTERM"))
+        .expect("wait thread");
+    if status.is_err() {
+        let _ = child.kill();
+    }
+    let logs = std::fs::read_to_string(output.path()).expect("read the output");
+    assert!(
+        bodies.contains("GET /health: 200"),
+        "the service never answered /health:\n{logs}"
+    );
+    format!("{logs}{bodies}")
+}
+
+/// Fails naming the secret and the lines that show it, if `text` contains any of `secrets`.
+pub fn assert_no_secret(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        let shown: Vec<&str> = text.lines().filter(|l| l.contains(secret)).collect();
+        assert!(
+            shown.is_empty(),
+            "secret {secret:?} appears in {} line(s), e.g.:\n{}",
+            shown.len(),
+            shown.iter().take(3).copied().collect::<Vec<_>>().join("\n")
+        );
+    }
 }

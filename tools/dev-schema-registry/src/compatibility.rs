@@ -212,6 +212,43 @@ mod tests {
         assert!(problems[0].contains("price"), "{problems:?}");
     }
 
+    /// Confluent's check (Java Avro's `SchemaCompatibility`) compares logical types by their
+    /// underlying type; so does ours. Our product schema dropped `timestamp-micros` from
+    /// `last_updated_micros` (a plain `long` since): the registry accepts it as a new version
+    /// whatever the subject's level, and the earlier version is accepted after it too.
+    #[test]
+    fn dropping_a_logical_type_is_compatible_at_every_level() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/");
+        for (earlier, current) in [
+            (
+                "history/product_value.timestamp-micros.avsc",
+                "product_value.avsc",
+            ),
+            (
+                "history/product_value_text_id.timestamp-micros.avsc",
+                "product_value_text_id.avsc",
+            ),
+        ] {
+            let read = |name: &str| {
+                Schema::parse_str(&std::fs::read_to_string(format!("{root}{name}")).unwrap())
+                    .unwrap()
+            };
+            let (earlier, current) = (read(earlier), read(current));
+            for level in CompatibilityLevel::ALL {
+                assert_eq!(
+                    incompatibilities(level, &current, &[(1, &earlier)]),
+                    Vec::<String>::new(),
+                    "{level}"
+                );
+                assert_eq!(
+                    incompatibilities(level, &earlier, &[(1, &current)]),
+                    Vec::<String>::new(),
+                    "{level}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn type_promotion_is_one_way() {
         let int_schema = Schema::parse_str(r#""int""#).unwrap();

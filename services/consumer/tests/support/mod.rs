@@ -156,21 +156,7 @@ impl Bed {
 
     /// Produces products with the given ids (key = id), waiting for every acknowledgement.
     pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
-        let producer = producer();
-        let mut deliveries = Vec::new();
-        for id in ids {
-            let value = encode_product(self.schema_id, &Self::product(id));
-            let key = id.to_string();
-            deliveries.push(
-                producer
-                    .send_result(FutureRecord::to(&self.topic.name).key(&key).payload(&value))
-                    .expect("enqueue"),
-            );
-            if deliveries.len() >= 5000 {
-                await_all(std::mem::take(&mut deliveries)).await;
-            }
-        }
-        await_all(deliveries).await;
+        produce_products_to(&self.topic.name, self.schema_id, ids).await;
     }
 
     /// Produces one raw record.
@@ -199,6 +185,26 @@ impl Bed {
         )
         .await;
     }
+}
+
+/// Produces products with the given ids (key = id) to `topic`, values written with `schema_id`,
+/// waiting for every acknowledgement.
+pub async fn produce_products_to(topic: &str, schema_id: u32, ids: impl IntoIterator<Item = i32>) {
+    let producer = producer();
+    let mut deliveries = Vec::new();
+    for id in ids {
+        let value = encode_product(schema_id, &Bed::product(id));
+        let key = id.to_string();
+        deliveries.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+                .expect("enqueue"),
+        );
+        if deliveries.len() >= 5000 {
+            await_all(std::mem::take(&mut deliveries)).await;
+        }
+    }
+    await_all(deliveries).await;
 }
 
 fn producer() -> FutureProducer {
@@ -239,6 +245,7 @@ pub struct LogLine {
     pub category: Option<String>,
     pub price: f64,
     pub last_updated: String,
+    pub last_updated_micros: Option<i64>,
     pub discount_price: Option<f64>,
     pub topic: String,
     pub partition: i32,

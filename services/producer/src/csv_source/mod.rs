@@ -9,7 +9,8 @@
 //!
 //! **Bad rows** (wrong number of fields, invalid UTF-8, empty key, a cell that does not convert
 //! to its Avro field, a record over 1 MiB) are logged with their line number and reason, counted
-//! in `producer_rows_rejected_total{reason}`, sent to `DEAD_LETTER_TOPIC` when set, and skipped.
+//! in `producer_rows_rejected_total{reason}`, sent to `DEAD_LETTER_TOPIC` (unless `none`), and
+//! skipped; so is a row whose record is larger than Kafka takes.
 //!
 //! **No duplicates after a kill.** Every record carries two headers, `csv_path` (the file's
 //! absolute path) and `csv_offset` (the byte offset of its first byte). The position file keeps,
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::backoff::{wait_for, Attempt, Backoff, MAX_DELAY};
 use common::http::Readiness;
 use common::kafka::KafkaConfig;
 use rdkafka::error::KafkaError;
@@ -36,12 +38,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CsvConfig, ValueFormat};
 use crate::metrics::ProducerMetrics;
-use crate::pipeline::backoff;
-use crate::readback::{end_offsets, read_raw, ReadBackError};
-use crate::sink::{AckSummary, BatchAcks, KafkaSink};
+use crate::pipeline::CAPTURE_CHECK;
+use crate::readback::read_raw;
+use crate::sink::{is_refused_record, AckSummary, BatchAcks, KafkaSink, MESSAGE_MAX_BYTES};
+use crate::startup::end_offsets_when_available;
 use position::{CsvPosition, Fingerprint, PositionError};
 use records::{CsvRecords, RawRecord, ReadError};
-use values::{Columns, EncodedRow, LayoutError, Rejection, RowEncoder};
+use values::{Columns, EncodedRow, LayoutError, RejectReason, Rejection, RowEncoder};
 
 /// The record header holding the file's absolute path.
 pub const PATH_HEADER: &str = "csv_path";
@@ -49,8 +52,6 @@ pub const PATH_HEADER: &str = "csv_path";
 pub const OFFSET_HEADER: &str = "csv_offset";
 /// On shutdown, how long to wait for the batch in flight to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Read-back attempts before going on without it (risking duplicates, never losses).
-const READ_BACK_ATTEMPTS: u32 = 5;
 /// At most this much of a rejected record's text goes to the log and the dead-letter topic.
 const REPORTED_TEXT_BYTES: usize = 4096;
 
@@ -181,7 +182,11 @@ impl CsvCapture {
     }
 
     /// Streams the file until its end (or, with `CSV_FOLLOW`, until `shutdown`).
-    pub async fn run(mut self, run: CsvRun, shutdown: CancellationToken) -> Result<(), CsvError> {
+    pub async fn run(
+        mut self,
+        mut run: CsvRun,
+        shutdown: CancellationToken,
+    ) -> Result<(), CsvError> {
         run.metrics.horizon_sees_transactions.set(0);
         let Some(all_at_end) = self.complete_offsets(&run, &shutdown).await? else {
             return Ok(());
@@ -210,6 +215,9 @@ impl CsvCapture {
             "streaming the CSV file"
         );
         run.readiness.set("csv", true, "file readable");
+        run.readiness.set(CAPTURE_CHECK, true, "streaming");
+        // Spaces replays after failed deliveries that follow each other.
+        let mut replay_backoff = Backoff::new(Duration::from_secs(1), MAX_DELAY);
         let at_eof_complete = !self.follow;
         loop {
             if shutdown.is_cancelled() {
@@ -270,18 +278,22 @@ impl CsvCapture {
                     );
                     run.readiness
                         .set("kafka", false, format!("delivery failed: {failure}"));
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if !replay_backoff.wait(&shutdown).await {
+                        return Ok(());
                     }
+                    // Nothing is in flight: a fresh producer id leaves no failed sequence behind
+                    // (see `KafkaSink::renewed`).
+                    run.sink = run.sink.renewed()?;
                     let Some(found) = self.read_back(&run, &shutdown).await else {
                         return Ok(());
                     };
+                    run.readiness.set(CAPTURE_CHECK, true, "streaming");
                     delivered = found;
                     let (start, line) = self.resume_point();
                     reader = Some(CsvRecords::open(&self.csv_path, start, line)?);
                     continue;
                 }
+                replay_backoff.reset();
                 delivered.forget_before(batch.end.0);
                 self.position.next_offsets = delivered.durable_offsets(&acknowledged);
                 self.store_position(batch.end).await?;
@@ -347,7 +359,7 @@ impl CsvCapture {
         let acks = BatchAcks::new(&run.topic);
         for item in &batch.items {
             match item {
-                Item::Record { start, row, .. } => {
+                Item::Record { start, line, row } => {
                     if delivered.contains(*start) {
                         run.metrics.rows_already_in_topic.inc();
                         continue;
@@ -362,7 +374,8 @@ impl CsvCapture {
                             key: OFFSET_HEADER,
                             value: Some(&offset_text),
                         });
-                    run.sink
+                    let enqueued = run
+                        .sink
                         .enqueue_with_headers(
                             &acks,
                             &run.topic,
@@ -370,7 +383,33 @@ impl CsvCapture {
                             &row.value,
                             Some(&headers),
                         )
-                        .await?;
+                        .await;
+                    match enqueued {
+                        Ok(()) => {}
+                        // Kafka takes no record this large: set the row aside like a bad one.
+                        Err(e) if is_refused_record(&e) => {
+                            let rejection = Rejection {
+                                reason: RejectReason::RecordTooLarge,
+                                detail: format!(
+                                    "its record is {} bytes; Kafka takes at most {MESSAGE_MAX_BYTES}: {e}",
+                                    row.key.len() + row.value.len()
+                                ),
+                            };
+                            let shown = &row.value[..row.value.len().min(REPORTED_TEXT_BYTES)];
+                            let text = String::from_utf8_lossy(shown);
+                            self.reject(
+                                run,
+                                &acks,
+                                (*start, *line),
+                                &row.key,
+                                &rejection,
+                                &text,
+                                source,
+                            )
+                            .await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Item::Rejected {
                     start,
@@ -379,37 +418,57 @@ impl CsvCapture {
                     rejection,
                     text,
                 } => {
-                    run.metrics
-                        .rows_rejected
-                        .with_label_values(&[rejection.reason.label()])
-                        .inc();
-                    tracing::warn!(
-                        csv = %self.csv_path.display(),
-                        line,
-                        reason = rejection.reason.label(),
-                        detail = %rejection.detail,
-                        dead_letter_topic = run.dead_letter_topic.as_deref().unwrap_or("none"),
-                        "CSV row rejected and skipped"
-                    );
-                    if let Some(topic) = &run.dead_letter_topic {
-                        let json = json!({
-                            "reason": rejection.reason.label(),
-                            "detail": rejection.detail,
-                            "source": source,
-                            "line": line,
-                            "byte_offset": start,
-                            "row": text,
-                            "rejected_at": chrono::Utc::now()
-                                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        })
-                        .to_string();
-                        run.sink.enqueue(&acks, topic, key, json.as_bytes()).await?;
-                    }
+                    self.reject(run, &acks, (*start, *line), key, rejection, text, source)
+                        .await?;
                 }
             }
         }
         acks.seal();
         Ok(acks)
+    }
+
+    /// Reports a row that is not produced: counted, logged with its line, and sent to the
+    /// dead-letter topic if there is one.
+    #[allow(clippy::too_many_arguments)]
+    async fn reject(
+        &self,
+        run: &CsvRun,
+        acks: &Arc<BatchAcks>,
+        (start, line): (u64, u64),
+        key: &[u8],
+        rejection: &Rejection,
+        text: &str,
+        source: &str,
+    ) -> Result<(), KafkaError> {
+        run.metrics
+            .rows_rejected
+            .with_label_values(&[rejection.reason.label()])
+            .inc();
+        tracing::warn!(
+            csv = %self.csv_path.display(),
+            line,
+            reason = rejection.reason.label(),
+            detail = %rejection.detail,
+            dead_letter_topic = run.dead_letter_topic.as_deref().unwrap_or("none"),
+            "CSV row rejected and skipped"
+        );
+        if let Some(topic) = &run.dead_letter_topic {
+            let json = json!({
+                "reason": rejection.reason.label(),
+                "detail": rejection.detail,
+                "source": source,
+                "line": line,
+                "byte_offset": start,
+                "row": text,
+                "rejected_at": chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            })
+            .to_string();
+            // Bounded like the text: the dead letter must fit in a record.
+            let key = &key[..key.len().min(REPORTED_TEXT_BYTES)];
+            run.sink.enqueue(acks, topic, key, json.as_bytes()).await?;
+        }
+        Ok(())
     }
 
     /// Makes sure the position knows, for every partition, from where to read back. Returns
@@ -437,20 +496,16 @@ impl CsvCapture {
             return Ok(Some(false));
         }
         let all_missing = missing.len() == run.partitions as usize;
-        let mut failures = 0;
-        let ends = loop {
-            match end_offsets(&run.kafka, &run.topic, run.partitions).await {
-                Ok(ends) => break ends,
-                Err(e) => {
-                    failures += 1;
-                    let delay = backoff(Duration::from_millis(500), failures);
-                    tracing::warn!(error = %e, topic = %run.topic, retry_in = ?delay, "cannot read the topic's end offsets yet");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(None),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        let Some(ends) = end_offsets_when_available(
+            &run.kafka,
+            &run.topic,
+            run.partitions,
+            &run.readiness,
+            shutdown,
+        )
+        .await
+        else {
+            return Ok(None);
         };
         for p in missing {
             self.position
@@ -464,51 +519,48 @@ impl CsvCapture {
     }
 
     /// The records of this file after the durable position that are already in the topic.
-    /// Retries a few times; then goes on without (duplicates possible, no losses).
+    /// Retries (with backoff, not ready meanwhile) until it succeeds: streaming never goes on
+    /// without knowing what the topic holds. `None` on shutdown.
     async fn read_back(
         &self,
         run: &CsvRun,
         shutdown: &CancellationToken,
     ) -> Option<DeliveredOffsets> {
-        let mut delay = Duration::from_millis(500);
         let path = self.csv_path.display().to_string();
-        for attempt in 1..=READ_BACK_ATTEMPTS {
-            let started = Instant::now();
-            match read_raw(&run.kafka, &run.topic, &self.position.next_offsets).await {
-                Ok(records) => {
-                    let mut delivered = DeliveredOffsets::default();
-                    for record in records {
-                        if let Some(offset) = csv_offset_of(&record.headers, &path) {
-                            delivered.insert(offset, record.partition, record.offset);
-                        }
-                    }
-                    delivered.forget_before(self.position.byte_offset);
-                    tracing::info!(
-                        topic = %run.topic,
-                        from_offsets = ?self.position.next_offsets,
-                        rows_already_in_topic = delivered.len(),
-                        took_ms = started.elapsed().as_millis(),
-                        "read back the topic after the CSV position"
-                    );
-                    return Some(delivered);
-                }
-                Err(e) => log_read_back_failure(&e, attempt, delay),
-            }
-            if attempt == READ_BACK_ATTEMPTS {
-                break;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
-        tracing::error!(
-            topic = %run.topic,
-            "could not read back the topic; going on without it: rows produced just before the last \
-             stop may be produced again (none is lost)"
+        let started = Instant::now();
+        let dependency = format!(
+            "the read-back of topic {} after the CSV position",
+            run.topic
         );
-        Some(DeliveredOffsets::default())
+        let records = wait_for(
+            &dependency,
+            &run.readiness,
+            CAPTURE_CHECK,
+            shutdown,
+            || async {
+                match read_raw(&run.kafka, &run.topic, &self.position.next_offsets).await {
+                    Ok(records) => Attempt::Ready(records),
+                    Err(e) => Attempt::<_, std::convert::Infallible>::Waiting(e.to_string()),
+                }
+            },
+        )
+        .await;
+        let Ok(records) = records;
+        let mut delivered = DeliveredOffsets::default();
+        for record in records? {
+            if let Some(offset) = csv_offset_of(&record.headers, &path) {
+                delivered.insert(offset, record.partition, record.offset);
+            }
+        }
+        delivered.forget_before(self.position.byte_offset);
+        tracing::info!(
+            topic = %run.topic,
+            from_offsets = ?self.position.next_offsets,
+            rows_already_in_topic = delivered.len(),
+            took_ms = started.elapsed().as_millis(),
+            "read back the topic after the CSV position"
+        );
+        Some(delivered)
     }
 
     /// Stores the position `(offset, line)` with the file's fingerprint up to it.
@@ -537,10 +589,6 @@ impl CsvCapture {
         self.position = stored;
         Ok(())
     }
-}
-
-fn log_read_back_failure(error: &ReadBackError, attempt: u32, delay: Duration) {
-    tracing::warn!(error = %error, attempt, retry_in = ?delay, "cannot read back the topic yet");
 }
 
 /// The `csv_offset` header of a record written for the file `path`.
@@ -624,6 +672,7 @@ impl DeliveredOffsets {
 enum Item {
     Record {
         start: u64,
+        line: u64,
         row: EncodedRow,
     },
     Rejected {
@@ -667,6 +716,7 @@ async fn read_batch(
             items.push(match encoder.encode(&record, schema_id) {
                 Ok(row) => Item::Record {
                     start: record.start,
+                    line: record.line,
                     row,
                 },
                 Err(rejection) => Item::Rejected {

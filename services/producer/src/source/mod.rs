@@ -321,8 +321,12 @@ pub enum SourceError {
     Database(#[from] sqlx::Error),
     #[error("database URL is invalid: {0}")]
     Url(String),
-    /// The configured table or columns do not exist or cannot be captured (a configuration
-    /// problem: retrying does not help).
+    /// The configured table does not exist (yet): the producer waits for it, e.g. while the
+    /// product-updater's migrations have not run.
+    #[error("{0}")]
+    TableMissing(String),
+    /// The configured columns do not exist or cannot be captured (a configuration problem:
+    /// retrying does not help).
     #[error("{0}")]
     Table(String),
     /// A cursor whose key is of the other kind than the table's id column (a watermark file of
@@ -345,7 +349,8 @@ pub trait Source: Send + Sync {
 
     /// Checks that the table and its columns exist and can be captured, and returns the kind of
     /// id (which decides the value schema). The result is kept: reads need it too (a read calls
-    /// it first if nobody did). Errors other than [`SourceError::Table`] are worth retrying.
+    /// it first if nobody did). Errors other than [`SourceError::Table`] are worth retrying
+    /// ([`SourceError::TableMissing`]: until the table is created).
     fn inspect(&self) -> BoxFuture<'static, Result<IdKind, SourceError>>;
 
     /// Starts reading the rows after `after` (`None` = from the beginning) that lie below a read

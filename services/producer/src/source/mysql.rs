@@ -245,7 +245,7 @@ type Column = (String, String, String, Option<i64>);
 /// Checks the table's columns (the names are compared exactly).
 fn check_columns(spec: &TableSpec, columns: &[Column]) -> Result<(), SourceError> {
     if columns.is_empty() {
-        return Err(SourceError::Table(format!(
+        return Err(SourceError::TableMissing(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database, or the producer's user \
              cannot see it"
         )));

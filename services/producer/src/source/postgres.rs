@@ -10,7 +10,9 @@
 //!   `timestamp` column holds each writer's wall-clock time: it is read at the offset
 //!   `SOURCE_TIMESTAMP_TIME_ZONE` states, and refused without it (see
 //!   [`super::timestamp_offset`]). The producer's sessions run with `TimeZone = UTC`.
-//! * `price` is read as `float8` (a `NUMERIC(10,2)` converts exactly to the nearest double).
+//! * `price` is read as text and parsed into the nearest double (a `NUMERIC(10,2)` converts as
+//!   `float8` would). A `NUMERIC` beyond a double's range (`1e400`) becomes infinite and its
+//!   row is set aside, where a cast to `float8` would fail the whole read, again and again.
 //!
 //! The read horizon: `now()` / `CURRENT_TIMESTAMP` is the start time of the writing transaction,
 //! so a row a transaction writes is stamped at or after the transaction's start (its
@@ -147,7 +149,7 @@ impl Queries {
         };
         let select = format!(
             "SELECT {id_select} AS id, \"name\"::text AS name, \"category\"::text AS category, \
-             \"price\"::float8 AS price, {ts_select} AS last_updated FROM {table}"
+             \"price\"::text AS price, {ts_select} AS last_updated FROM {table}"
         );
         let order = format!("ORDER BY {ts}, {id_order}");
         Self {
@@ -174,7 +176,7 @@ impl Queries {
 /// Checks the table's columns and builds its queries.
 fn check_columns(spec: &TableSpec, columns: &[Column]) -> Result<Queries, SourceError> {
     if columns.is_empty() {
-        return Err(SourceError::Table(format!(
+        return Err(SourceError::TableMissing(format!(
             "table {spec} (SOURCE_TABLE) does not exist in the database (names are \
              case-sensitive; an unqualified name is looked up on the search_path)"
         )));
@@ -264,7 +266,9 @@ fn source_row(row: &PgRow, id_kind: IdKind) -> Result<SourceRow, sqlx::Error> {
         },
         name: row.try_get("name")?,
         category: row.try_get("category")?,
-        price: row.try_get("price")?,
+        price: row
+            .try_get::<Option<&str>, _>("price")?
+            .map(|p| p.parse().unwrap_or(f64::NAN)),
         last_updated: row.try_get("last_updated")?,
     })
 }
@@ -282,9 +286,42 @@ pub fn pool_options() -> PgPoolOptions {
         })
 }
 
+/// The URL query parameters sqlx's PostgreSQL driver understands (0.8); it logs any other one
+/// with its value, which may be a secret (libpq's `sslpassword`).
+fn sqlx_knows_parameter(name: &str) -> bool {
+    const KNOWN: [&str; 17] = [
+        "sslmode",
+        "ssl-mode",
+        "sslrootcert",
+        "ssl-root-cert",
+        "ssl-ca",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+        "statement-cache-capacity",
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "application_name",
+    ];
+    KNOWN.contains(&name) || name == "options" || name.starts_with("options[")
+}
+
 /// A lazily connecting pool for `url` (the producer starts even while the database is down).
+/// Query parameters the driver does not know are dropped, with a warning naming them.
 pub fn connect_lazy(url: &str) -> Result<PgPool, SourceError> {
-    let options = PgConnectOptions::from_str(url)
+    let (url, dropped) = common::config::drop_unknown_parameters(url, sqlx_knows_parameter);
+    if !dropped.is_empty() {
+        tracing::warn!(
+            parameters = ?dropped,
+            "DATABASE_URL: ignoring query parameters the PostgreSQL driver does not support"
+        );
+    }
+    let options = PgConnectOptions::from_str(&url)
         .map_err(|e| SourceError::Url(e.to_string()))?
         .application_name("productstream-producer");
     Ok(pool_options().connect_lazy_with(options))

@@ -27,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 
 pub const PARTITIONS: i32 = 10;
 
+/// An integer-id PostgreSQL table of the product's shape, under the producer's default names
+/// (`timestamptz`: a wall-clock `timestamp` would need `SOURCE_TIMESTAMP_TIME_ZONE`).
+pub const PG_PRODUCT_TABLE: &str = "CREATE TABLE product (id INTEGER PRIMARY KEY, \
+    name TEXT NOT NULL, category TEXT, price NUMERIC(10,2) NOT NULL, \
+    last_updated TIMESTAMPTZ NOT NULL DEFAULT now())";
+
 /// One test's private world.
 pub struct TestBed {
     pub db: TestDatabase,
@@ -430,11 +436,47 @@ impl RunningProducer {
 }
 
 /// A TCP proxy that can be cut (every connection dropped, new ones refused by closing them at
-/// once) and restored, to simulate a database or broker outage.
+/// once) and restored, to simulate a database or broker outage. In front of a Kafka broker it
+/// can also refuse reads only ([`Proxy::block_reads`]): a connection that sends a Fetch or
+/// ListOffsets request is closed, as when partitions have no leader, while metadata, topic
+/// creation and produce requests pass.
 pub struct Proxy {
     pub port: u16,
     up: Arc<Mutex<bool>>,
+    reads_blocked: Arc<std::sync::atomic::AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Kafka API keys of the requests [`Proxy::block_reads`] refuses: Fetch and ListOffsets.
+const READ_API_KEYS: [i16; 2] = [1, 2];
+
+/// Copies Kafka requests (size-prefixed frames) from `inbound` to `outbound`, until one is a
+/// read while reads are blocked.
+async fn forward_requests(
+    mut inbound: tokio::net::tcp::OwnedReadHalf,
+    mut outbound: tokio::net::tcp::OwnedWriteHalf,
+    reads_blocked: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut size = [0u8; 4];
+        if inbound.read_exact(&mut size).await.is_err() {
+            return;
+        }
+        let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+        if inbound.read_exact(&mut frame).await.is_err() || frame.len() < 2 {
+            return;
+        }
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        if READ_API_KEYS.contains(&api_key)
+            && reads_blocked.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        if outbound.write_all(&size).await.is_err() || outbound.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -445,13 +487,25 @@ impl Proxy {
 
     /// A proxy on a given listener (when the port must be known before the upstream starts).
     pub fn serve(listener: TcpListener, upstream: String) -> Self {
+        Self::serve_as(listener, upstream, false)
+    }
+
+    /// A proxy in front of a Kafka broker: it reads the requests' frames, so that
+    /// [`Proxy::block_reads`] can refuse reads.
+    pub fn serve_kafka(listener: TcpListener, upstream: String) -> Self {
+        Self::serve_as(listener, upstream, true)
+    }
+
+    fn serve_as(listener: TcpListener, upstream: String, kafka: bool) -> Self {
         let port = listener.local_addr().expect("proxy address").port();
         let up = Arc::new(Mutex::new(true));
+        let reads_blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (up2, connections2) = (Arc::clone(&up), Arc::clone(&connections));
+        let reads_blocked2 = Arc::clone(&reads_blocked);
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if !*up2.lock().unwrap() {
@@ -459,9 +513,21 @@ impl Proxy {
                     continue;
                 }
                 let upstream = upstream.clone();
+                let reads_blocked = Arc::clone(&reads_blocked2);
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if !kafka {
+                        let mut inbound = inbound;
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                    let (in_read, mut in_write) = inbound.into_split();
+                    let (mut out_read, out_write) = outbound.into_split();
+                    tokio::select! {
+                        () = forward_requests(in_read, out_write, reads_blocked) => {}
+                        _ = tokio::io::copy(&mut out_read, &mut in_write) => {}
                     }
                 });
                 connections2.lock().unwrap().push(task);
@@ -470,8 +536,22 @@ impl Proxy {
         Self {
             port,
             up,
+            reads_blocked,
             connections,
         }
+    }
+
+    /// Closes every connection that sends a Fetch or ListOffsets request from now on, as a broker
+    /// whose partitions have no leader would fail them (a Kafka proxy only:
+    /// [`Proxy::serve_kafka`]).
+    pub fn block_reads(&self) {
+        self.reads_blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn allow_reads(&self) {
+        self.reads_blocked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn cut(&self) {
@@ -495,6 +575,12 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub async fn start() -> Self {
+        Self::start_with_schemas(None).await
+    }
+
+    /// A private broker that validates the records of topics with a schema in `schemas`
+    /// (tansu's `--schema-registry`: `<topic>.json` holds a JSON schema of `key` and `value`).
+    pub async fn start_with_schemas(schemas: Option<&std::path::Path>) -> Self {
         let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let proxy_port = proxy_listener.local_addr().expect("proxy address").port();
         let broker_port = {
@@ -502,16 +588,27 @@ impl PrivateBroker {
             probe.local_addr().expect("probe address").port()
         };
         let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let child = std::process::Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{broker_port}"),
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{proxy_port}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+        let mut command = std::process::Command::new(&tansu);
+        command.args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{broker_port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{proxy_port}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ]);
+        if let Some(schemas) = schemas {
+            // tansu 0.6 takes the path of a file:// URL relative to its working directory.
+            let name = schemas.file_name().expect("a schema directory name");
+            command
+                .current_dir(schemas.parent().expect("a schema directory parent"))
+                .args([
+                    "--schema-registry",
+                    &format!("file://./{}", name.to_string_lossy()),
+                ]);
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -529,7 +626,7 @@ impl PrivateBroker {
         )
         .await;
         Self {
-            proxy: Proxy::serve(proxy_listener, upstream),
+            proxy: Proxy::serve_kafka(proxy_listener, upstream),
             child,
         }
     }

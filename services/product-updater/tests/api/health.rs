@@ -73,6 +73,38 @@ async fn an_unreachable_database_is_retried_with_ready_false_and_shutdown_still_
         .expect("stopping while waiting for the database is a clean stop");
 }
 
+/// Started before its database server listens (as with `docker compose up` and no health
+/// conditions): `/health` 200 and `/ready` 503 while it waits, then it migrates and seeds once the
+/// server is there.
+#[tokio::test]
+async fn started_before_the_database_server_it_waits_then_seeds() {
+    let (db, mut conn) = fresh_database().await;
+    let port = testkit::free_port();
+    let upstream = db.url.strip_prefix("mysql://root@").unwrap();
+    let (server, name) = upstream.split_once('/').unwrap();
+    let url = format!("mysql://root@127.0.0.1:{port}/{name}");
+    let app = RunningApp::start(env_for(&url, &repository_csv(), "0")).await;
+    let errors = testkit::wait_until(PATIENCE, "a failed connection attempt", || async {
+        let errors = app.metric("product_updater_database_errors_total").await;
+        (errors >= 1.0).then_some(errors)
+    })
+    .await;
+    assert!(errors >= 1.0);
+    assert_eq!(app.get("/health").await.status(), 200);
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 503);
+
+    testkit::forward_port(port, server).await;
+    app.wait_for_seed().await;
+    assert_eq!(products(&mut conn).await.len(), 50);
+    testkit::wait_until(PATIENCE, "/ready to answer 200", || async {
+        (app.get("/ready").await.status() == 200).then_some(())
+    })
+    .await;
+    app.stop().await.expect("clean stop");
+    db.drop_database().await;
+}
+
 #[tokio::test]
 async fn a_missing_database_is_created() {
     let name = unique_name("ps_test");

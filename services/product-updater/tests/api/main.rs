@@ -4,4 +4,5 @@
 mod changes;
 mod health;
 mod helpers;
+mod secrets;
 mod seeding;
