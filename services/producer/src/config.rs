@@ -6,7 +6,7 @@
 //! | `SOURCE_TABLE` | `product` | table to capture (`table` or `schema.table`) |
 //! | `SOURCE_ID_COLUMN` | `id` | its primary key column (integer; text with PostgreSQL) |
 //! | `SOURCE_TIMESTAMP_COLUMN` | `last_updated` | its change timestamp column |
-//! | `SOURCE_TIMESTAMP_TIME_ZONE` | unset | the writers' UTC offset (`UTC`, `+05:30`) when that column holds wall-clock time (MySQL `DATETIME`, PostgreSQL `timestamp`) |
+//! | `SOURCE_TIMESTAMP_TIME_ZONE` | unset | the writers' UTC offset (`UTC`, `+05:30`); required when that column holds wall-clock time (MySQL `DATETIME`, PostgreSQL `timestamp`) |
 //! | `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*` | `127.0.0.1:9092`, plaintext | broker connection |
 //! | `SCHEMA_REGISTRY_URL`, `SCHEMA_REGISTRY_USERNAME`, `SCHEMA_REGISTRY_PASSWORD` | `http://127.0.0.1:8081` | registry |
 //! | `TOPIC`, `TOPIC_PARTITIONS` | `product_updates`, `10` | target topic, created if missing |
@@ -54,8 +54,7 @@ pub struct Config {
     /// `SOURCE_TABLE`, `SOURCE_ID_COLUMN`, `SOURCE_TIMESTAMP_COLUMN`: the captured table.
     pub table: TableSpec,
     /// `SOURCE_TIMESTAMP_TIME_ZONE`: the UTC offset of the wall-clock time writers store in a
-    /// timestamp column without time zone (`None`: not stated; such a column is then accepted
-    /// only when the server's default time zone is UTC).
+    /// timestamp column without time zone (`None`: not stated; such a column is then refused).
     pub writer_time_zone: Option<FixedOffset>,
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,

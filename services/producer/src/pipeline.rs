@@ -343,7 +343,10 @@ impl Pipeline {
         } else {
             Instant::now()
         };
-        state.caught_up_to = batch.caught_up.then_some(batch.horizon);
+        // A horizon held at the start (transactions open at the first listing) says nothing
+        // about the lag.
+        state.caught_up_to =
+            (batch.caught_up && batch.horizon != NaiveDateTime::MIN).then_some(batch.horizon);
         let Some(end) = batch.end() else {
             return Ok(());
         };

@@ -137,3 +137,30 @@ async fn a_datetime_column_written_in_local_time_is_read_at_the_stated_offset() 
     }
     bed.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datetime_column_is_refused_without_the_writers_zone_even_on_a_utc_server() {
+    // Review findings 6 and 7: the test server's default zone is UTC (SYSTEM, system zone
+    // UTC), which proves nothing about the zone each writer's session sets.
+    let bed = TestBed::new().await;
+    let mut conn = bed.connect().await;
+    execute(
+        &mut conn,
+        "ALTER TABLE product MODIFY last_updated DATETIME(6) NOT NULL \
+         DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)",
+    )
+    .await;
+    insert_products(&mut conn, 1, 3, 3).await;
+    let err = startup_error(bed.config(&[])).await.to_string();
+    assert_mentions(
+        &err,
+        &[
+            "column product.last_updated (SOURCE_TIMESTAMP_COLUMN) is datetime(6)",
+            "any session may set its own",
+            "ALTER TABLE `product` MODIFY `last_updated` TIMESTAMP(6)",
+            "set SOURCE_TIMESTAMP_TIME_ZONE",
+        ],
+    );
+    assert!(!bed.watermark_path().exists(), "nothing was captured");
+    bed.drop_database().await;
+}

@@ -151,41 +151,12 @@ pub(crate) enum ColumnTime {
     /// The wall-clock time of each writer's session time zone (MySQL `DATETIME`, PostgreSQL
     /// `timestamp`).
     WallClock {
-        /// The time zone a writer's session gets unless it sets one (`None`: the producer cannot
-        /// tell, with the reason), and whether that is UTC.
-        default_zone: Result<(String, bool), String>,
+        /// The time zone a writer's session gets unless it sets one (`Err`: why the producer
+        /// cannot tell), for the message only: any session may set its own.
+        default_zone: Result<String, String>,
         /// The statement that makes it a column of instants, for the message.
         to_instants: String,
     },
-}
-
-/// Zone names that mean UTC (MySQL `time_zone`/`system_time_zone`, PostgreSQL `TimeZone`).
-pub(crate) fn is_utc_zone(zone: &str) -> bool {
-    [
-        "UTC",
-        "+00:00",
-        "-00:00",
-        "Etc/UTC",
-        "GMT",
-        "Etc/GMT",
-        "UCT",
-        "Etc/UCT",
-        "Universal",
-        "Etc/Universal",
-        "Zulu",
-        "Etc/Zulu",
-        "GMT0",
-        "Etc/GMT0",
-        "GMT+0",
-        "GMT-0",
-        "Etc/GMT+0",
-        "Etc/GMT-0",
-        "Greenwich",
-        "Etc/Greenwich",
-        "Z",
-    ]
-    .iter()
-    .any(|utc| utc.eq_ignore_ascii_case(zone.trim()))
 }
 
 /// Checks that the timestamp column can key exact capture, and returns the offset of the
@@ -196,9 +167,10 @@ pub(crate) fn is_utc_zone(zone: &str) -> bool {
 ///   delay. Then a row changed twice within one unit can keep the `(last_updated, id)` capture
 ///   has already passed, and its last change is never read. Microseconds (6) are exact with any
 ///   delay; milliseconds (3) need a delay of at least 1 ms; whole seconds at least 1000 ms.
-/// * wall-clock time (no time zone) unless `writer_time_zone` states the writers' offset, or the
-///   server's default time zone is UTC (writers that do not change their session's zone write
-///   UTC);
+/// * wall-clock time (no time zone) unless `writer_time_zone` states the writers' offset. No
+///   server setting can prove the zone every writer's session uses: any session may set its own
+///   (PgJDBC sends the JVM's zone at connect, MySQL clients `SET time_zone`), role settings
+///   override the database's, and MySQL's `SYSTEM` zone changes with daylight saving time;
 /// * `writer_time_zone` with a column of instants (it would mean nothing).
 pub(crate) fn timestamp_offset(
     spec: &TableSpec,
@@ -243,33 +215,31 @@ pub(crate) fn timestamp_offset(
         }
         (
             ColumnTime::WallClock {
-                default_zone: Ok((_, true)),
-                ..
-            },
-            None,
-        ) => Ok(None),
-        (
-            ColumnTime::WallClock {
                 default_zone,
                 to_instants,
             },
             None,
         ) => {
-            let why = match default_zone {
-                Ok((zone, _)) => format!("the server's default time zone is {zone}, not UTC"),
-                Err(reason) => {
-                    format!("the producer cannot tell the server's default time zone ({reason})")
-                }
+            let default = match default_zone {
+                Ok(zone) => format!("the server's default time zone is {zone}"),
+                Err(reason) => format!("the server's default time zone cannot be read ({reason})"),
             };
             Err(SourceError::Table(format!(
                 "{name} is {}: it holds the wall-clock time of each writer's session time zone, \
-                 and {why}, so capture cannot tell when a change happened. Store instants: {}; \
-                 or, if every writer writes in one zone without daylight saving time, set \
+                 which no server setting can prove ({default}, but any session may set its own), \
+                 so capture cannot tell when a change happened. Store instants: {}; or, if every \
+                 writer writes in one zone without daylight saving time, set \
                  SOURCE_TIMESTAMP_TIME_ZONE to its offset (UTC, +05:30, ...)",
                 column.shown_type, to_instants
             )))
         }
     }
+}
+
+/// Whether no row can lie after `after` and below `horizon`: then a read runs no query (a
+/// horizon held at the start, [`NaiveDateTime::MIN`], is no value a database can compare).
+pub(crate) fn nothing_below(after: Option<&Position>, horizon: NaiveDateTime) -> bool {
+    horizon == NaiveDateTime::MIN || after.is_some_and(|p| p.last_updated >= horizon)
 }
 
 /// One changed row as the source stores it, before validation. Values the Avro schema cannot

@@ -13,11 +13,11 @@ use sqlx::Row;
 
 use super::changes::{BatchSender, ChangeReader};
 use super::open_transactions::{
-    parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement,
+    parse_innodb_status, HorizonBounds, Listing, ListingError, RunningStatement, ServerStart,
 };
 use super::{
-    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, ListingProblem,
-    Source, SourceError, SourceRow, TableSpec, TimestampColumn,
+    nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind,
+    ListingProblem, Source, SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
 
@@ -27,27 +27,50 @@ const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
 
+/// The process-list entries (`information_schema.PROCESSLIST AS p`) that are statements which
+/// may stamp rows: every command but the idle ones, so that no way of running a statement is
+/// missed (MariaDB's `Bulk_execute` for array binding, an event's statement shown as `Connect`,
+/// `Query`, `Execute`, ...). Left out, because their time grows while they wait for work and
+/// would hold the horizon forever: idle connections (`Sleep`), the event scheduler (`Daemon`),
+/// a replica's connection to this server (`Binlog Dump`), `INSERT DELAYED`'s handler thread
+/// (MyISAM and Aria only), and replication appliers (`USER` `system user`; MariaDB's `Slave_IO`,
+/// `Slave_SQL`, `Slave_worker`). What an applier writes carries its source's stamps, which no
+/// horizon of this server bounds: capture from the source, not a replica.
+macro_rules! running_statements {
+    () => {
+        "p.ID <> CONNECTION_ID() \
+         AND p.COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID', \
+                               'Delayed insert', 'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+         AND NOT (p.USER <=> 'system user')"
+    };
+}
+
+/// See [`running_statements`].
+pub const RUNNING_STATEMENTS: &str = running_statements!();
+
 /// The database clock, the reader's own connection and the statements running on the other
 /// connections, read just before each listing (one row at least: the clock's). MariaDB reports a
 /// statement's running time in `TIME_MS` (milliseconds with microsecond precision, not changed
 /// by `SET TIMESTAMP`); `QUERY_ID` is not used, because a stored procedure's statements get new
 /// ids while their command's time runs on.
-pub const ROUND_SQL_MARIADB: &str = "\
-    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
-           CAST(p.ID AS SIGNED) AS connection_id, \
-           CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
-      FROM (SELECT 1) AS clock \
-      LEFT JOIN information_schema.PROCESSLIST AS p \
-        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
+pub const ROUND_SQL_MARIADB: &str = concat!(
+    "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+            CAST(p.ID AS SIGNED) AS connection_id, \
+            CAST(p.TIME_MS * 1000 AS SIGNED) AS running_micros \
+       FROM (SELECT 1) AS clock \
+       LEFT JOIN information_schema.PROCESSLIST AS p ON ",
+    running_statements!()
+);
 
 /// The same for MySQL, whose process list has whole seconds only (`TIME`).
-pub const ROUND_SQL_MYSQL: &str = "\
-    SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
-           CAST(p.ID AS SIGNED) AS connection_id, \
-           CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
-      FROM (SELECT 1) AS clock \
-      LEFT JOIN information_schema.PROCESSLIST AS p \
-        ON p.COMMAND IN ('Query', 'Execute') AND p.ID <> CONNECTION_ID()";
+pub const ROUND_SQL_MYSQL: &str = concat!(
+    "SELECT UTC_TIMESTAMP(6) AS db_now, CONNECTION_ID() AS own_connection_id, \
+            CAST(p.ID AS SIGNED) AS connection_id, \
+            CAST(p.TIME AS SIGNED) * 1000000 AS running_micros \
+       FROM (SELECT 1) AS clock \
+       LEFT JOIN information_schema.PROCESSLIST AS p ON ",
+    running_statements!()
+);
 
 /// InnoDB's live transaction list is part of this output (see [`super::open_transactions`]).
 const LISTING_SQL: &str = "SHOW ENGINE INNODB STATUS";
@@ -62,6 +85,11 @@ const SERVER_SQL: &str = "\
 const LISTING_RETRY: Duration = Duration::from_secs(60);
 
 const NOW_SQL: &str = "SELECT UTC_TIMESTAMP(6) AS db_now";
+
+/// How long the server has been up, in whole seconds (no privilege needed; MySQL and MariaDB
+/// alike). Asked only when the open-transaction bookkeeping needs to know whether the server
+/// restarted ([`HorizonBounds::wants_server_start`]).
+const UPTIME_SQL: &str = "SHOW GLOBAL STATUS LIKE 'Uptime'";
 
 /// Batches one capture query reads at most. Its rows are streamed (cut into batches as they
 /// arrive); a read goes on with another query while queries come back full. Bounding a query
@@ -270,15 +298,12 @@ struct ServerZone {
 }
 
 impl ServerZone {
-    /// The zone a session gets unless it sets one, and whether it is UTC.
-    fn default_zone(&self) -> (String, bool) {
+    /// The zone a session gets unless it sets one.
+    fn default_zone(&self) -> String {
         if self.time_zone.eq_ignore_ascii_case("SYSTEM") {
-            (
-                format!("SYSTEM ({})", self.system_time_zone),
-                is_utc_zone(&self.system_time_zone),
-            )
+            format!("SYSTEM ({})", self.system_time_zone)
         } else {
-            (self.time_zone.clone(), is_utc_zone(&self.time_zone))
+            self.time_zone.clone()
         }
     }
 }
@@ -424,11 +449,17 @@ impl MySqlSource {
         if !blind {
             match self.listing(server).await {
                 Ok(listing) => {
-                    let mut state = self.horizon_state.lock().expect("horizon state lock");
-                    if state.blind_until.take().is_some() {
-                        tracing::info!("listing InnoDB's open transactions works again");
-                    }
-                    let listing = match listing {
+                    let wants_server_start = {
+                        let mut state = self.horizon_state.lock().expect("horizon state lock");
+                        if state.blind_until.take().is_some() {
+                            tracing::info!("listing InnoDB's open transactions works again");
+                        }
+                        match &listing {
+                            Ok(listing) => state.bounds.wants_server_start(listing),
+                            Err(_) => false,
+                        }
+                    };
+                    let mut listing = match listing {
                         Ok(listing) => listing,
                         Err(e) => {
                             // Transactions may be missing: keep the last safe horizon (or read
@@ -441,12 +472,17 @@ impl MySqlSource {
                                     ListingProblem::Unreadable
                                 }
                             };
+                            let state = self.horizon_state.lock().expect("horizon state lock");
                             return Ok((
                                 state.last.unwrap_or(NaiveDateTime::MIN),
                                 HorizonBound::IncompleteTransactionList(problem),
                             ));
                         }
                     };
+                    if wants_server_start {
+                        listing.server_start = Some(self.server_start().await?);
+                    }
+                    let mut state = self.horizon_state.lock().expect("horizon state lock");
                     let oldest = state.bounds.observe(&listing);
                     let bound = match oldest {
                         Some(started) if started < listing.listed_after => {
@@ -479,6 +515,28 @@ impl MySqlSource {
             read_horizon(db_now, None, self.delay),
             HorizonBound::WindowOnly(Blind::MissingPrivilege),
         ))
+    }
+
+    /// When the server started (see [`ServerStart`]).
+    async fn server_start(&self) -> Result<ServerStart, SourceError> {
+        let mut conn = self.pool.acquire().await?;
+        let (clock,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
+        let started = Instant::now();
+        let (_, uptime): (String, String) =
+            sqlx::query_as(UPTIME_SQL).fetch_one(&mut *conn).await?;
+        let uptime: u64 = uptime.trim().parse().map_err(|_| {
+            SourceError::Database(sqlx::Error::Protocol(format!(
+                "the server's Uptime is not a number: {uptime:?}"
+            )))
+        })?;
+        let at = ServerStart::from_uptime(clock, uptime);
+        // The status was read up to `took` after the clock: the start may be that much later.
+        let took =
+            chrono::Duration::from_std(started.elapsed()).unwrap_or(chrono::Duration::MAX / 2);
+        Ok(ServerStart {
+            earliest: at.earliest,
+            latest: at.latest + took,
+        })
     }
 
     /// The open transactions and running statements of the server (other than this
@@ -518,6 +576,7 @@ impl MySqlSource {
                 listed_before,
                 statements,
                 transactions,
+                server_start: None,
             }),
         )
     }
@@ -545,7 +604,7 @@ impl MySqlSource {
                         column = %self.spec.timestamp_column,
                         column_type = %column.shown_type,
                         writers_offset = %offset.map_or("+00:00".to_owned(), |o| o.to_string()),
-                        server_time_zone = %zone.default_zone().0,
+                        server_time_zone = %zone.default_zone(),
                         "the timestamp column holds wall-clock time: read as written at this \
                          offset from UTC (writers must not change their session's time zone)"
                     );
@@ -595,6 +654,17 @@ impl MySqlSource {
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon(queries.server).await?;
+        if nothing_below(after.as_ref(), horizon) {
+            out.send(Batch {
+                rows: Vec::new(),
+                horizon,
+                bound,
+                caught_up: true,
+                read_time: started.elapsed(),
+            })
+            .await;
+            return Ok(());
+        }
         // The values the column holds are UTC, or wall-clock time at `offset`.
         let shift = queries
             .offset
@@ -786,16 +856,13 @@ mod tests {
             offset_for(("timestamp", "timestamp(3)"), &utc, 50, None),
             Ok(None)
         );
-        assert_eq!(
-            offset_for(("datetime", "datetime(6)"), &utc, 50, None),
-            Ok(None)
-        );
+        // A DATETIME with its writers' zone stated.
         assert_eq!(
             offset_for(
                 ("datetime", "datetime(6)"),
-                &zone("+00:00", "CET"),
+                &utc,
                 50,
-                None
+                FixedOffset::east_opt(0)
             ),
             Ok(None)
         );
@@ -828,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn datetime_is_refused_unless_the_server_zone_is_utc_or_the_writers_offset_is_stated() {
+    fn datetime_is_refused_unless_the_writers_offset_is_stated_whatever_the_server_zone() {
         let err = offset_for(
             ("datetime", "datetime(6)"),
             &zone("SYSTEM", "CET"),
@@ -837,10 +904,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("is datetime(6)")
-                && err.contains("SYSTEM (CET), not UTC")
+            err.contains("column product.last_updated (SOURCE_TIMESTAMP_COLUMN) is datetime(6)")
+                && err.contains("SYSTEM (CET)")
                 && err.contains("SOURCE_TIMESTAMP_TIME_ZONE")
-                && err.contains("TIMESTAMP(6)"),
+                && err.contains("MODIFY `last_updated` TIMESTAMP(6)"),
             "{err}"
         );
         let err = offset_for(
@@ -850,7 +917,22 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(err.contains("+02:00, not UTC"), "{err}");
+        assert!(err.contains("+02:00"), "{err}");
+        // Review findings 6 and 7: a UTC default proves nothing. `SYSTEM` with `GMT` is a
+        // Europe/London server started in winter (it writes BST all summer); any session may
+        // `SET time_zone`.
+        for utc_default in [
+            zone("SYSTEM", "GMT"),
+            zone("SYSTEM", "UTC"),
+            zone("+00:00", "CET"),
+        ] {
+            let err = offset_for(("datetime", "datetime(6)"), &utc_default, 50, None).unwrap_err();
+            assert!(
+                err.contains("any session may set its own")
+                    && err.contains("SOURCE_TIMESTAMP_TIME_ZONE"),
+                "{err}"
+            );
+        }
         let ist = FixedOffset::east_opt(5 * 3600 + 1800);
         assert_eq!(
             offset_for(("datetime", "datetime(6)"), &zone("SYSTEM", "CET"), 50, ist),

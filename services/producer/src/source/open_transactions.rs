@@ -100,6 +100,35 @@ pub struct Listing {
     pub listed_before: NaiveDateTime,
     pub statements: Vec<RunningStatement>,
     pub transactions: Vec<OpenTransaction>,
+    /// When the server started, if the source asked because
+    /// [`HorizonBounds::wants_server_start`] said so (`None`: not asked).
+    pub server_start: Option<ServerStart>,
+}
+
+/// The interval the server's start lies in, from its `Uptime` (whole seconds) and the clock
+/// read with it. A restart is the one event that resets a transaction's age: InnoDB gives a
+/// transaction it recovers (a prepared XA transaction) the recovery time as its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStart {
+    pub earliest: NaiveDateTime,
+    pub latest: NaiveDateTime,
+}
+
+impl ServerStart {
+    /// The start of a server up `uptime_seconds` at `clock` (both truncated to whole seconds by
+    /// the server: a second either way).
+    pub fn from_uptime(clock: NaiveDateTime, uptime_seconds: u64) -> Self {
+        let uptime = seconds_or_max(uptime_seconds);
+        Self {
+            earliest: minus(clock, uptime.checked_add(&SECOND).unwrap_or(Duration::MAX)),
+            latest: minus(clock, uptime.checked_sub(&SECOND).unwrap_or(uptime)),
+        }
+    }
+
+    /// Whether this (later) reading is of a server started after `before`'s.
+    fn restarted_since(self, before: Self) -> bool {
+        self.earliest > before.latest
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -221,11 +250,6 @@ struct Span {
 }
 
 impl Span {
-    const UNKNOWN: Self = Self {
-        lo: NaiveDateTime::MIN,
-        hi: NaiveDateTime::MAX,
-    };
-
     /// The start of something listed `age` old (give or take `resolution`).
     fn aged(listing: &Listing, age: Duration, resolution: Duration) -> Self {
         Self {
@@ -278,10 +302,13 @@ struct SeenTransaction {
     connection: Option<u64>,
     id: String,
     rw_id: Option<u64>,
-    /// Where its start lies; `None` without an age (then it is never taken for the same one).
+    /// Where InnoDB's start of it lies, to tell it apart from another one; `None` without an
+    /// age (then it is never taken for the same one).
     span: Option<Span>,
-    /// The start of the earliest statement that may have begun it (`MAX`: none seen).
-    floor: NaiveDateTime,
+    /// The earliest stamp its rows may carry. Not its age: a row is stamped when its statement
+    /// starts, and a statement that first waits for a lock begins its transaction only
+    /// afterwards.
+    bound: NaiveDateTime,
 }
 
 impl SeenTransaction {
@@ -298,6 +325,15 @@ impl SeenTransaction {
                 None => self.connection.is_none() && now.id == self.id,
             },
         }
+    }
+
+    /// Whether its read-write id is `now`'s but its age says another transaction: after a
+    /// restart, a recovered transaction; otherwise statement text imitating one. (One without an
+    /// age is committing: its rows are visible to the next read.)
+    fn same_id_other_age(&self, now: &OpenTransaction, now_span: Option<Span>) -> bool {
+        now.rw_id.is_some()
+            && now.rw_id == self.rw_id
+            && matches!((self.span, now_span), (Some(seen), Some(now)) if seen.meet(now).is_none())
     }
 }
 
@@ -319,17 +355,51 @@ struct Previous {
 #[derive(Debug, Default, Clone)]
 pub struct HorizonBounds {
     previous: Option<Previous>,
+    /// The server's start, as last asked.
+    server_start: Option<ServerStart>,
 }
 
 impl HorizonBounds {
+    /// Whether the source should ask the server when it started and give the answer with
+    /// `listing` ([`Listing::server_start`]): at the first listing, and when a read-write id seen
+    /// before comes back with an age that does not fit (the server may have restarted). Never
+    /// on the normal path.
+    pub fn wants_server_start(&self, listing: &Listing) -> bool {
+        let Some(previous) = &self.previous else {
+            return true;
+        };
+        self.server_start.is_none()
+            || listing.transactions.iter().any(|t| {
+                let now = t
+                    .active_seconds
+                    .map(|n| Span::aged(listing, seconds_or_max(n), SECOND));
+                previous
+                    .transactions
+                    .iter()
+                    .any(|seen| seen.same_id_other_age(t, now))
+            })
+    }
+
     /// Takes in a listing and returns the earliest stamp a change not visible yet may carry
     /// (`None`: nothing is open or running). What is no longer listed is forgotten.
+    ///
+    /// A transaction not listed the previous time started after that listing's clock reading,
+    /// or was begun by a statement that one of the two process lists shows: its rows are bounded
+    /// by those, never by its age. At the first listing nothing bounds what is open: it holds
+    /// capture where it is until it ends (or is told apart from what follows).
     pub fn observe(&mut self, listing: &Listing) -> Option<NaiveDateTime> {
         let previous = self.previous.take();
         let previous_after = previous.as_ref().map(|p| p.listed_after);
         let (seen_transactions, seen_statements) = previous
             .map(|p| (p.transactions, p.statements))
             .unwrap_or_default();
+        let restarted = match (self.server_start, listing.server_start) {
+            (Some(before), Some(now)) => now.restarted_since(before),
+            _ => false,
+        };
+        if let Some(now) = listing.server_start {
+            self.server_start = Some(now);
+        }
 
         let mut seen_by_connection: HashMap<u64, Vec<Span>> = HashMap::new();
         for s in &seen_statements {
@@ -351,7 +421,7 @@ impl HorizonBounds {
                 .reduce(Span::join);
             let span = same.unwrap_or(match previous_after {
                 // Not running at the previous listing: it started after it. (The process list
-                // cannot be imitated, so an age that says otherwise is trusted.)
+                // cannot be imitated, and a statement's time is its rows' stamp.)
                 Some(after) if now.hi >= after => Span {
                     lo: now.lo.max(after),
                     hi: now.hi,
@@ -373,6 +443,16 @@ impl HorizonBounds {
                 .or_insert(NaiveDateTime::MAX);
             *floor = (*floor).min(s.span.lo);
         }
+        // A transaction without a connection (a prepared XA transaction whose client left) may
+        // have been begun by any statement of the previous listing.
+        let any_previous_statement = seen_statements
+            .iter()
+            .map(|s| s.span.lo)
+            .min()
+            .unwrap_or(NaiveDateTime::MAX);
+        // What was not listed the previous time started after its clock reading; at the first
+        // listing nothing is known.
+        let since = previous_after.unwrap_or(NaiveDateTime::MIN);
 
         let mut oldest = statements
             .iter()
@@ -384,49 +464,63 @@ impl HorizonBounds {
             let now = t
                 .active_seconds
                 .map(|n| Span::aged(listing, seconds_or_max(n), SECOND));
-            let mut same: Option<(Span, NaiveDateTime)> = None;
-            if let Some(now) = now {
-                for seen in seen_transactions.iter().filter(|seen| seen.may_be(t)) {
-                    if let Some(meet) = seen.span.and_then(|span| span.meet(now)) {
-                        same = Some(match same {
-                            None => (meet, seen.floor),
-                            Some((span, floor)) => (span.join(meet), floor.min(seen.floor)),
-                        });
-                    }
+            let mut same: Option<(Option<Span>, NaiveDateTime)> = None;
+            for seen in seen_transactions.iter().filter(|seen| seen.may_be(t)) {
+                let meet = match (seen.span, now) {
+                    (Some(seen_span), Some(now)) => seen_span.meet(now),
+                    _ => None,
+                };
+                // A transaction recovered after a restart has a new age but keeps its id.
+                let recovered = restarted && seen.same_id_other_age(t, now);
+                if meet.is_none() && !recovered {
+                    continue;
                 }
+                let span = meet.or(now);
+                same = Some(match same {
+                    None => (span, seen.bound),
+                    Some((known, bound)) => (
+                        match (known, span) {
+                            (Some(a), Some(b)) => Some(a.join(b)),
+                            (a, b) => a.or(b),
+                        },
+                        bound.min(seen.bound),
+                    ),
+                });
             }
-            let (span, floor) = same.unwrap_or_else(|| {
-                let now = now.unwrap_or(Span::UNKNOWN);
-                let span = match previous_after {
+            let (span, bound) = same.unwrap_or_else(|| {
+                let span = now.map(|now| match previous_after {
                     None => now,
-                    // Not listed as this transaction the previous time: it started after that
-                    // listing.
                     Some(after) if now.hi >= after => Span {
                         lo: now.lo.max(after),
                         hi: now.hi,
                     },
                     // Its age says it was open at the previous listing, which did not show it:
-                    // no real transaction, but statement text imitating one. Bounded like a new
-                    // one, so that a forged age cannot hold the horizon.
+                    // statement text imitating a transaction (or one recovered after a restart
+                    // that was never listed). Told apart at the next listing, so that a forged
+                    // age cannot hold the horizon.
                     Some(after) => Span {
                         lo: after,
                         hi: after,
                     },
+                });
+                let bound = match t.connection {
+                    Some(_) => since,
+                    None => since.min(any_previous_statement),
                 };
-                (span, NaiveDateTime::MAX)
+                (span, bound)
             });
-            let floor = t
+            let bound = t
                 .connection
                 .and_then(|c| statement_floor.get(&c).copied())
-                .map_or(floor, |statements| floor.min(statements));
+                .map_or(bound, |statements| bound.min(statements));
             transactions.push(SeenTransaction {
                 connection: t.connection,
                 id: t.id.clone(),
                 rw_id: t.rw_id,
-                span: now.map(|_| span),
-                floor,
+                span,
+                bound,
             });
-            oldest = oldest.min(span.lo).min(floor);
+            oldest = oldest.min(bound);
         }
 
         let open = !transactions.is_empty() || !statements.is_empty();
@@ -502,6 +596,7 @@ mod tests {
             listed_before: listed_after + Duration::milliseconds(5),
             statements: statements.to_vec(),
             transactions: transactions.to_vec(),
+            server_start: None,
         }
     }
 
@@ -710,10 +805,25 @@ mod tests {
     }
 
     #[test]
-    fn the_first_listing_trusts_the_age_plus_a_second() {
+    fn the_first_listing_holds_what_is_open_until_it_is_told_apart() {
+        // Nothing bounds the rows of a transaction open at the first listing: its statement may
+        // have waited for a lock for any time before InnoDB's start of it (review finding 1).
         let mut bounds = HorizonBounds::default();
-        let l = listing("2024-05-01 10:47:04.215", &[trx(7, 2)]);
-        assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:47:01.215")));
+        let l = listing("2024-05-01 10:47:04.215", &[rw(7, 300, 2)]);
+        assert_eq!(bounds.observe(&l), Some(NaiveDateTime::MIN));
+        let l = listing("2024-05-01 10:47:05.500", &[rw(7, 300, 3)]);
+        assert_eq!(
+            bounds.observe(&l),
+            Some(NaiveDateTime::MIN),
+            "the same transaction: held while it is open"
+        );
+        // Once it has ended, what follows is bounded by the listings.
+        let l = listing("2024-05-01 10:47:05.600", &[rw(7, 301, 0)]);
+        assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:47:05.500")));
+        // Running statements give their own start, at the first listing too.
+        let mut bounds = HorizonBounds::default();
+        let l = listing_with("2024-05-01 10:47:04.000", &[statement(9, 2_000_000)], &[]);
+        assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:47:01.999")));
     }
 
     #[test]
@@ -747,8 +857,9 @@ mod tests {
         // Once it ends, it is forgotten and only the newer one counts.
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:05.320", &[trx(8, 0)])),
-            Some(t("2024-05-01 10:47:04.320")),
-            "transaction 8 is listed aged 0 s at 10:47:05.320: it started after 10:47:04.320"
+            Some(t("2024-05-01 10:47:04.020")),
+            "transaction 8 keeps what was known when it appeared: not listed at 10:47:04.020, \
+             so its rows are stamped after that (not after its age's 10:47:04.320)"
         );
         assert_eq!(
             bounds.observe(&listing("2024-05-01 10:47:05.340", &[])),
@@ -846,6 +957,7 @@ mod tests {
                 listed_before: at + Duration::milliseconds(5),
                 statements: vec![],
                 transactions: vec![fake()],
+                server_start: None,
             };
             let oldest = bounds.observe(&l).unwrap();
             if i >= 60 {
@@ -900,15 +1012,162 @@ mod tests {
     }
 
     #[test]
-    fn an_old_age_bounds_a_transaction_below_the_previous_listing() {
-        // Both the age and the previous listing are lower bounds on the start: the later wins.
+    fn a_transaction_new_since_a_listing_seconds_ago_is_bounded_by_that_listing_not_its_age() {
+        // Review finding 1: listings 5 s apart (a catch-up read, Kafka backpressure, a failed
+        // listing). InnoDB's age dates the transaction (started at least 3 s before 10:47:09),
+        // but its first statement was stamped before it waited for a lock, possibly just after
+        // 10:47:04.100, and no process list showed it.
         let mut bounds = HorizonBounds::default();
         bounds.observe(&listing("2024-05-01 10:47:04.100", &[]));
         assert_eq!(
-            bounds.observe(&listing("2024-05-01 10:47:09.000", &[trx(7, 3)])),
-            Some(t("2024-05-01 10:47:05.000")),
-            "started at least 4 s before 10:47:09 and after 10:47:04.100: the later of the two"
+            bounds.observe(&listing("2024-05-01 10:47:09.000", &[rw(7, 300, 3)])),
+            Some(t("2024-05-01 10:47:04.100"))
         );
+        // And as long as it is open.
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:12.000", &[rw(7, 300, 6)])),
+            Some(t("2024-05-01 10:47:04.100"))
+        );
+    }
+
+    #[test]
+    fn a_transaction_whose_client_left_is_bounded_by_every_statement_of_the_listing_before() {
+        // A statement on connection 9 waited for a lock (running at 10:47:04.000), then its
+        // transaction wrote, was prepared (XA) and its client disconnected, all before the next
+        // listing: the transaction appears without a connection.
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&listing_with(
+            "2024-05-01 10:47:04.000",
+            &[statement(9, 2_000_000)],
+            &[],
+        ));
+        let detached = OpenTransaction {
+            connection: None,
+            ..rw(9, 300, 0)
+        };
+        assert_eq!(
+            bounds.observe(&listing("2024-05-01 10:47:04.500", &[detached])),
+            Some(t("2024-05-01 10:47:01.999"))
+        );
+    }
+
+    fn started(at: &str, uptime_seconds: u64) -> Option<ServerStart> {
+        Some(ServerStart::from_uptime(t(at), uptime_seconds))
+    }
+
+    #[test]
+    fn a_prepared_xa_transaction_recovered_after_a_server_restart_keeps_its_bound() {
+        // Review finding 2: prepared XA 300 wrote a row stamped 10:00:00.5 and is listed; the
+        // server crashes and recovers it with the recovery time as its start
+        // (`trx_lists_init_at_db_start`), so its age no longer fits what was remembered.
+        let mut bounds = HorizonBounds::default();
+        let first = listing("2024-05-01 10:00:00.000", &[]);
+        assert!(
+            bounds.wants_server_start(&first),
+            "asked once, at the start"
+        );
+        bounds.observe(&Listing {
+            server_start: started("2024-05-01 10:00:00.000", 3_600),
+            ..first
+        });
+        let before_crash = listing("2024-05-01 10:00:02.000", &[rw(7, 300, 1)]);
+        assert!(
+            !bounds.wants_server_start(&before_crash),
+            "not on the normal path"
+        );
+        assert_eq!(
+            bounds.observe(&before_crash),
+            Some(t("2024-05-01 10:00:00.000"))
+        );
+        let recovered = OpenTransaction {
+            connection: None,
+            ..rw(7, 300, 0)
+        };
+        let after_recovery = listing("2024-05-01 10:00:40.000", std::slice::from_ref(&recovered));
+        assert!(bounds.wants_server_start(&after_recovery));
+        let after_recovery = Listing {
+            server_start: started("2024-05-01 10:00:40.000", 1),
+            ..after_recovery
+        };
+        assert_eq!(
+            bounds.observe(&after_recovery),
+            Some(t("2024-05-01 10:00:00.000")),
+            "the bound it had before the restart"
+        );
+        // Its new age runs with the clock: the same transaction from now on.
+        let later = listing(
+            "2024-05-01 10:00:43.000",
+            &[OpenTransaction {
+                active_seconds: Some(3),
+                ..recovered
+            }],
+        );
+        assert!(!bounds.wants_server_start(&later));
+        assert_eq!(bounds.observe(&later), Some(t("2024-05-01 10:00:00.000")));
+    }
+
+    #[test]
+    fn the_server_start_is_asked_at_the_first_listing_and_never_on_the_normal_path() {
+        let mut bounds = HorizonBounds::default();
+        let first = listing("2024-05-01 10:00:00.000", &[rw(7, 300, 0)]);
+        assert!(bounds.wants_server_start(&first));
+        bounds.observe(&Listing {
+            server_start: started("2024-05-01 10:00:00.000", 3_600),
+            ..first
+        });
+        let committing = OpenTransaction {
+            active_seconds: None,
+            ..rw(7, 300, 0)
+        };
+        let steady = [
+            listing("2024-05-01 10:00:00.100", &[rw(7, 300, 0), rw(8, 301, 0)]),
+            listing("2024-05-01 10:00:01.150", &[rw(7, 300, 1), rw(8, 302, 0)]),
+            // Caught while it commits (no age), then gone.
+            listing("2024-05-01 10:00:01.250", &[committing, trx(9, 0)]),
+            listing("2024-05-01 10:00:01.350", &[trx(9, 0)]),
+        ];
+        for l in steady {
+            assert!(!bounds.wants_server_start(&l), "{l:?}");
+            bounds.observe(&l);
+        }
+    }
+
+    #[test]
+    fn without_a_restart_an_entry_reusing_a_read_write_id_with_another_age_is_another_one() {
+        // Statement text imitating transaction 300 with a frozen age: the server has not
+        // restarted, so it is not the remembered transaction and cannot hold its bound.
+        let mut bounds = HorizonBounds::default();
+        bounds.observe(&Listing {
+            server_start: started("2024-05-01 10:00:00.000", 3_600),
+            ..listing("2024-05-01 10:00:00.000", &[])
+        });
+        bounds.observe(&listing("2024-05-01 10:00:02.000", &[rw(7, 300, 1)]));
+        let imitated = OpenTransaction {
+            connection: Some(999),
+            ..rw(7, 300, 0)
+        };
+        let l = listing("2024-05-01 10:00:40.000", &[imitated]);
+        assert!(bounds.wants_server_start(&l));
+        let l = Listing {
+            server_start: started("2024-05-01 10:00:40.000", 3_640),
+            ..l
+        };
+        assert_eq!(bounds.observe(&l), Some(t("2024-05-01 10:00:02.000")));
+    }
+
+    #[test]
+    fn a_server_start_is_known_to_a_second_either_way() {
+        let before = ServerStart::from_uptime(t("2024-05-01 10:00:00.300"), 100);
+        for (at, uptime) in [
+            ("2024-05-01 10:00:00.900", 100),
+            ("2024-05-01 10:00:01.100", 101),
+            ("2024-05-01 11:00:00.300", 3_700),
+        ] {
+            let now = ServerStart::from_uptime(t(at), uptime);
+            assert!(!now.restarted_since(before), "{at} up {uptime} s");
+        }
+        let now = ServerStart::from_uptime(t("2024-05-01 10:00:05.000"), 1);
+        assert!(now.restarted_since(before));
     }
 
     #[test]
@@ -955,6 +1214,7 @@ mod tests {
                 listed_before: at + Duration::milliseconds(2),
                 statements: vec![statement(5, 1_000)],
                 transactions: vec![],
+                server_start: None,
             };
             let oldest = bounds.observe(&l).unwrap();
             assert!(at - oldest <= Duration::milliseconds(3), "{i}: {oldest}");

@@ -8,9 +8,8 @@
 //!   compares positions, e.g. after a read-back).
 //! * Timestamps: `timestamptz` columns are converted to UTC (`AT TIME ZONE 'UTC'`). A
 //!   `timestamp` column holds each writer's wall-clock time: it is read at the offset
-//!   `SOURCE_TIMESTAMP_TIME_ZONE` states, else accepted only when the database's default time
-//!   zone is UTC (see [`super::timestamp_offset`]). The producer's sessions run with
-//!   `TimeZone = UTC`.
+//!   `SOURCE_TIMESTAMP_TIME_ZONE` states, and refused without it (see
+//!   [`super::timestamp_offset`]). The producer's sessions run with `TimeZone = UTC`.
 //! * `price` is read as text and parsed into the nearest double (a `NUMERIC(10,2)` converts as
 //!   `float8` would). A `NUMERIC` beyond a double's range (`1e400`) becomes infinite and its
 //!   row is set aside, where a cast to `float8` would fail the whole read, again and again.
@@ -24,8 +23,11 @@
 //! old start time. A session whose `xact_start` the producer's user cannot see (another role's
 //! session, without `pg_read_all_stats`; `pg_stat_activity` then shows its `state` and
 //! `backend_type` as NULL) makes that read fall back to the window alone, which the capture loop
-//! makes visible.
+//! makes visible. A transaction prepared for two-phase commit (`PREPARE TRANSACTION`) leaves
+//! `pg_stat_activity` but keeps its start's stamps until `COMMIT PREPARED`: while
+//! `pg_prepared_xacts` lists it, the horizon stays where it was when it was first listed there.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +40,7 @@ use sqlx::Row;
 
 use super::changes::{read_batch_by_batch, ChangeReader};
 use super::{
-    is_utc_zone, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, Source,
+    nothing_below, timestamp_offset, Batch, Blind, ColumnTime, HorizonBound, IdKind, Source,
     SourceError, SourceRow, TableSpec, TimestampColumn,
 };
 use crate::position::{read_horizon, Position, RowKey};
@@ -46,18 +48,25 @@ use crate::position::{read_horizon, Position, RowKey};
 /// The database clock (not `now()`, which stands still inside a transaction).
 const NOW_SQL: &str = "SELECT (clock_timestamp() AT TIME ZONE 'UTC') AS db_now";
 
-/// The start of the oldest open transaction of another client session of this database, and
-/// how many such sessions hide their state from us: for another role's session, without
+/// The start of the oldest open transaction of another client session of this database, how
+/// many such sessions hide their state from us (for another role's session, without
 /// `pg_read_all_stats`, `pg_stat_activity` shows `state`, `xact_start` and `backend_type` as
-/// NULL (only the database and the role stay visible).
+/// NULL; only the database and the role stay visible), and the ids of this database's
+/// transactions prepared for two-phase commit. A transaction leaves `pg_stat_activity` at
+/// `PREPARE TRANSACTION` only once it is listed in `pg_prepared_xacts`; the prepared ones are read
+/// in a subquery that depends on the sessions' row, so after the sessions, and none is missed in
+/// between.
 const ACTIVITY_SQL: &str = "\
-    SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
-           count(*) FILTER (WHERE state IS NULL) AS hidden \
-      FROM pg_stat_activity \
-     WHERE pid <> pg_backend_pid() \
-       AND (backend_type = 'client backend' OR backend_type IS NULL) \
-       AND datname = current_database() \
-       AND (xact_start IS NOT NULL OR state IS NULL)";
+    SELECT a.oldest, a.hidden, \
+           (SELECT array_agg(p.transaction::text) FROM pg_prepared_xacts p \
+             WHERE p.database = current_database() AND a.hidden >= 0) AS prepared \
+      FROM (SELECT (min(xact_start) AT TIME ZONE 'UTC') AS oldest, \
+                   count(*) FILTER (WHERE state IS NULL) AS hidden \
+              FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() \
+               AND (backend_type = 'client backend' OR backend_type IS NULL) \
+               AND datname = current_database() \
+               AND (xact_start IS NOT NULL OR state IS NULL)) a";
 
 /// The time zone this database sets for its sessions (`ALTER DATABASE ... SET TimeZone`), and
 /// whether the server's configuration files may be read (`pg_file_settings`).
@@ -213,7 +222,7 @@ fn timestamp_column(
     spec: &TableSpec,
     columns: &[Column],
     kind: TimestampKind,
-    default_zone: impl FnOnce() -> Result<(String, bool), String>,
+    default_zone: impl FnOnce() -> Result<String, String>,
 ) -> TimestampColumn {
     let (_, _, shown, typmod) = columns
         .iter()
@@ -233,7 +242,7 @@ fn timestamp_column(
             TimestampKind::Naive => {
                 let default_zone = default_zone();
                 let zone = match &default_zone {
-                    Ok((zone, _)) => zone.clone(),
+                    Ok(zone) => zone.clone(),
                     Err(_) => "<the writers' time zone>".to_owned(),
                 };
                 ColumnTime::WallClock {
@@ -328,8 +337,16 @@ pub struct PgSource {
     delay: Duration,
     /// `SOURCE_TIMESTAMP_TIME_ZONE`.
     writer_time_zone: Option<FixedOffset>,
+    horizon_state: Arc<Mutex<HorizonState>>,
+}
+
+/// What the horizon needs between reads.
+#[derive(Default)]
+struct HorizonState {
     /// The last horizon; a horizon never has to move back (each one stays safe).
-    last: Arc<Mutex<Option<NaiveDateTime>>>,
+    last: Option<NaiveDateTime>,
+    /// The transactions prepared for two-phase commit (by id) and the horizon each holds.
+    prepared: HashMap<String, NaiveDateTime>,
 }
 
 impl PgSource {
@@ -345,7 +362,7 @@ impl PgSource {
             queries: Arc::default(),
             delay: capture_delay,
             writer_time_zone,
-            last: Arc::default(),
+            horizon_state: Arc::default(),
         }
     }
 
@@ -395,34 +412,32 @@ impl PgSource {
             .await
     }
 
-    /// The time zone a session of this database gets unless it sets one: the database's own
-    /// setting, else the server's configuration (readable with `pg_read_all_settings`). The
-    /// producer's own sessions cannot show it: the client library sets `TimeZone` when it
-    /// connects, which overrides both.
-    async fn default_zone(&self) -> Result<Result<(String, bool), String>, SourceError> {
+    /// The time zone a session of this database gets unless it or its role sets one, for the
+    /// message that refuses a `timestamp` column (with the `ALTER` that converts it): the
+    /// database's own setting, else the server's configuration (readable with
+    /// `pg_read_all_settings`). The producer's own sessions cannot show it: the client library
+    /// sets `TimeZone` when it connects, which overrides both.
+    async fn default_zone(&self) -> Result<Result<String, String>, SourceError> {
         let (database_zone, reads_settings): (Option<String>, bool) =
             sqlx::query_as(DATABASE_ZONE_SQL)
                 .fetch_one(&self.pool)
                 .await?;
-        let zone =
-            match database_zone {
-                Some(zone) => zone,
-                None if reads_settings => {
-                    let configured: Option<(String,)> = sqlx::query_as(SERVER_ZONE_SQL)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    // Not configured at all: the built-in default.
-                    configured.map_or_else(|| "GMT".to_owned(), |(zone,)| zone)
-                }
-                None => return Ok(Err(
-                    "it may not read the server's configuration: GRANT pg_read_all_settings TO \
-                     the producer's role, or set the database's own: ALTER DATABASE ... SET \
-                     TimeZone = 'UTC'"
-                        .to_owned(),
-                )),
-            };
-        let utc = is_utc_zone(&zone);
-        Ok(Ok((zone, utc)))
+        let zone = match database_zone {
+            Some(zone) => zone,
+            None if reads_settings => {
+                let configured: Option<(String,)> = sqlx::query_as(SERVER_ZONE_SQL)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                // Not configured at all: the built-in default.
+                configured.map_or_else(|| "GMT".to_owned(), |(zone,)| zone)
+            }
+            None => {
+                return Ok(Err(
+                    "the producer's role may not read the server's configuration".to_owned(),
+                ))
+            }
+        };
+        Ok(Ok(zone))
     }
 
     async fn horizon(&self) -> Result<(NaiveDateTime, HorizonBound), SourceError> {
@@ -431,21 +446,38 @@ impl PgSource {
         // the moment between its first statement's arrival and its start being published,
         // covered by the delay) is listed, or has ended.
         let (db_now,): (NaiveDateTime,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *conn).await?;
-        let (oldest, hidden): (Option<NaiveDateTime>, i64) =
+        let (oldest, hidden, prepared): (Option<NaiveDateTime>, i64, Option<Vec<String>>) =
             sqlx::query_as(ACTIVITY_SQL).fetch_one(&mut *conn).await?;
         drop(conn);
+        let mut state = self.horizon_state.lock().expect("horizon lock");
+        // A prepared transaction has left pg_stat_activity, but its rows keep the stamps of its
+        // start. One not listed as prepared before was open (and listed) at the previous read if
+        // it started before it, or started after it: either way, the previous horizon is below
+        // its rows, and it holds there until it is committed or rolled back.
+        let first_seen = state.last.unwrap_or(NaiveDateTime::MIN);
+        let prepared: HashMap<String, NaiveDateTime> = prepared
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| {
+                let held = state.prepared.get(&id).copied().unwrap_or(first_seen);
+                (id, held)
+            })
+            .collect();
+        let held = prepared.values().min().copied();
+        state.prepared = prepared;
         let bound = if hidden > 0 {
             HorizonBound::WindowOnly(Blind::HiddenSessions)
         } else {
             match oldest {
+                _ if held.is_some() => HorizonBound::OpenTransaction,
                 Some(started) if started < db_now => HorizonBound::OpenTransaction,
                 _ => HorizonBound::Window,
             }
         };
         let horizon = read_horizon(db_now, oldest, self.delay);
-        let mut last = self.last.lock().expect("horizon lock");
-        let horizon = last.map_or(horizon, |h| h.max(horizon));
-        *last = Some(horizon);
+        let horizon = held.map_or(horizon, |held| horizon.min(held));
+        let horizon = state.last.map_or(horizon, |h| h.max(horizon));
+        state.last = Some(horizon);
         Ok((horizon, bound))
     }
 
@@ -456,6 +488,15 @@ impl PgSource {
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon().await?;
+        if nothing_below(after.as_ref(), horizon) {
+            return Ok(Batch {
+                rows: Vec::new(),
+                horizon,
+                bound,
+                caught_up: true,
+                read_time: started.elapsed(),
+            });
+        }
         // A `timestamp` column holds wall-clock time at `offset`.
         let shift = queries
             .offset

@@ -14,6 +14,8 @@ use common::config::{Env, TopicConfig};
 use common::product::Product;
 use common::registry::{RegistryClient, RegistryConfig};
 use producer::metrics::ProducerMetrics;
+use producer::position::{Position, RowKey};
+use producer::source::Source;
 use producer::{Application, Config, StartupError};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -25,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 pub const PARTITIONS: i32 = 10;
 
-/// An integer-id PostgreSQL table of the product's shape, under the producer's default names.
+/// An integer-id PostgreSQL table of the product's shape, under the producer's default names
+/// (`timestamptz`: a wall-clock `timestamp` would need `SOURCE_TIMESTAMP_TIME_ZONE`).
 pub const PG_PRODUCT_TABLE: &str = "CREATE TABLE product (id INTEGER PRIMARY KEY, \
     name TEXT NOT NULL, category TEXT, price NUMERIC(10,2) NOT NULL, \
-    last_updated TIMESTAMP NOT NULL DEFAULT now())";
+    last_updated TIMESTAMPTZ NOT NULL DEFAULT now())";
 
 /// One test's private world.
 pub struct TestBed {
@@ -301,6 +304,63 @@ pub async fn read_until_table_arrived(bed: &TestBed, conn: &mut MySqlConnection)
         "row versions (id, last_updated µs) that never reached the topic: {missing:?}"
     );
     received
+}
+
+/// Reads everything `source` has after `after` in one read (MySQL: one listing), and
+/// returns the new position and the `(id, price)` of each row read.
+pub async fn read_once(
+    source: &impl Source,
+    after: Option<Position>,
+) -> (Option<Position>, Vec<(i64, f64)>) {
+    try_read_once(source, after).await.expect("read")
+}
+
+/// [`read_once`], failing with the source's error.
+pub async fn try_read_once(
+    source: &impl Source,
+    after: Option<Position>,
+) -> Result<(Option<Position>, Vec<(i64, f64)>), producer::source::SourceError> {
+    let mut reader = source.read_changes(after.clone(), 1000);
+    let mut after = after;
+    let mut ids = Vec::new();
+    while let Some(batch) = reader.next().await {
+        let batch = batch?;
+        for row in &batch.rows {
+            match row.id {
+                RowKey::Int(id) => ids.push((id, row.price.unwrap_or(f64::NAN))),
+                ref other => panic!("{other:?}"),
+            }
+        }
+        if let Some(end) = batch.end() {
+            after = Some(end);
+        }
+        if batch.caught_up {
+            break;
+        }
+    }
+    Ok((after, ids))
+}
+
+/// Reads, listing afresh each time, until the rows read include `(id, price)` (other tests'
+/// transactions on the shared server may hold the horizon for a while), or fails naming it
+/// after 30 s: a row the watermark has passed is never read. Returns the position and the rows.
+pub async fn read_until(
+    source: &impl Source,
+    mut after: Option<Position>,
+    id: i64,
+    price: f64,
+) -> (Option<Position>, Vec<(i64, f64)>) {
+    let mut all = Vec::new();
+    for _ in 0..300 {
+        let (end, rows) = read_once(source, after).await;
+        after = end;
+        all.extend(rows);
+        if all.contains(&(id, price)) {
+            return (after, all);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("row {id} at price {price} was never read: {all:?}");
 }
 
 /// A producer running in this process.
@@ -625,4 +685,285 @@ impl Drop for PrivateBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server of one test's own, for settings the shared one must not be given (it is
+/// never reconfigured or restarted): `initdb` into a temporary directory (trust authentication,
+/// superuser `postgres`), started on a free loopback port with `settings`, as the `postgres`
+/// user when the test runs as root (PostgreSQL refuses to run as root). The binaries come from
+/// `TEST_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin` (Debian's, which
+/// `scripts/testbed.sh up` installs). Stopped on drop.
+pub struct PrivatePostgres {
+    /// The server's URL without a database.
+    pub url: String,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start(settings: &[(&str, &str)]) -> Self {
+        let bin = std::env::var_os("TEST_POSTGRES_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .filter_map(|e| Some(e.ok()?.path().join("bin")))
+                    .filter(|bin| bin.join("initdb").exists())
+                    .collect();
+                found.sort_by_key(|bin| {
+                    bin.parent()
+                        .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+                });
+                found.pop()
+            })
+            .expect(
+                "PostgreSQL's initdb and pg_ctl (TEST_POSTGRES_BIN, or /usr/lib/postgresql/*/bin)",
+            );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let as_postgres = running_as_root();
+        if as_postgres {
+            give_to(dir.path(), "postgres");
+        }
+        let data = dir.path().join("data");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let server = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}"),
+            bin,
+            data,
+            as_postgres,
+            _dir: dir,
+        };
+        let data = server.data.display().to_string();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let mut options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            server.data.display()
+        );
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        let log = server.data.join("server.log").display().to_string();
+        server.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+        server
+    }
+
+    /// One of the server's programs, to run as `postgres` when running as root.
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    /// Runs one of the server's programs; panics with its output when it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL program");
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// A new database on it, and its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.url))
+            .await
+            .expect("connect to the private PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        format!("{}/{name}", self.url)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A MariaDB server of one test's own, for what must not be done to the shared one (a crash and
+/// a restart): `mariadb-install-db` into a temporary directory (root without a password), then
+/// `/usr/sbin/mariadbd` on a free loopback port, as the `mysql` user when the test runs as root.
+/// Killed on drop.
+pub struct PrivateMariaDb {
+    /// The server's URL without a database.
+    pub url: String,
+    port: u16,
+    /// `--user=mysql` when running as root.
+    user_args: Vec<String>,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMariaDb {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut user_args = Vec::new();
+        if running_as_root() {
+            give_to(dir.path(), "mysql");
+            user_args.push("--user=mysql".to_owned());
+        }
+        let data = dir.path().join("data").display().to_string();
+        let output = std::process::Command::new("mariadb-install-db")
+            .args(["--no-defaults", &format!("--datadir={data}")])
+            .args(&user_args)
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db (package mariadb-server)");
+        assert!(
+            output.status.success(),
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = Self {
+            url: format!("mysql://root@127.0.0.1:{port}"),
+            port,
+            user_args,
+            dir,
+            child: None,
+        };
+        server.run().await;
+        server
+    }
+
+    async fn run(&mut self) {
+        let dir = self.dir.path().display().to_string();
+        let child = std::process::Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults".to_owned(),
+                format!("--datadir={dir}/data"),
+                format!("--port={}", self.port),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--socket={dir}/mariadbd.sock"),
+                format!("--pid-file={dir}/mariadbd.pid"),
+                format!("--log-error={dir}/error.log"),
+                "--innodb-buffer-pool-size=16M".to_owned(),
+                "--skip-log-bin".to_owned(),
+            ])
+            .args(&self.user_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/mariadbd");
+        self.child = Some(child);
+        let url = self.url.clone();
+        testkit::wait_until(
+            Duration::from_secs(60),
+            "the private MariaDB to answer",
+            || {
+                let url = url.clone();
+                async move {
+                    let mut conn = MySqlConnection::connect(&url).await.ok()?;
+                    sqlx::query("SELECT 1").execute(&mut conn).await.ok()?;
+                    conn.close().await.ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills the server (SIGKILL: InnoDB recovers at the next start) and starts it again.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill mariadbd");
+            child.wait().expect("reap mariadbd");
+        }
+        self.run().await;
+    }
+
+    /// A new database on it with the `product` table's migrations, and its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let mut admin = MySqlConnection::connect(&self.url)
+            .await
+            .expect("connect to the private MariaDB");
+        sqlx::query(&format!("CREATE DATABASE `{name}`"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        let url = format!("{}/{name}", self.url);
+        let mut conn = MySqlConnection::connect(&url).await.expect("connect");
+        sqlx::migrate!("../../schemas/migrations/mysql")
+            .run(&mut conn)
+            .await
+            .expect("migrations apply");
+        conn.close().await.ok();
+        url
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    command_output("id", &["-u"]) == "0"
+}
+
+/// Gives `path` to the system user `user` (a database server refuses to run as root).
+fn give_to(path: &std::path::Path, user: &str) {
+    let id = |flag| {
+        command_output("id", &[flag, user])
+            .parse::<u32>()
+            .unwrap_or_else(|_| panic!("a {user} user (the server's package creates it)"))
+    };
+    std::os::unix::fs::chown(path, Some(id("-u")), Some(id("-g")))
+        .unwrap_or_else(|e| panic!("give {} to {user}: {e}", path.display()));
+}
+
+/// The trimmed standard output of a command that must succeed.
+fn command_output(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
