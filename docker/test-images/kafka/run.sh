@@ -101,25 +101,25 @@ done
 ((${#ignored[@]} == 0)) || say "ignored (no tansu equivalent): ${ignored[*]}"
 
 mkdir -p "$log_dir" || die "cannot create KAFKA_LOG_DIRS=$log_dir"
-storage="sqlite://$log_dir/tansu.db"
+# Relative to the working directory (tansu drops the leading slash of sqlite:///abs/path).
+storage="sqlite://tansu.db"
 cluster_id="${CLUSTER_ID:-tansu_cluster}"
-say "broker ${broker_args[*]}, storage $storage, cluster id $cluster_id"
+say "broker ${broker_args[*]}, storage $storage in $log_dir, cluster id $cluster_id"
 
 export RUST_LOG="${TANSU_LOG:-warn}"
-if ((${#proxies[@]} == 0)); then
-    exec "$TANSU" broker --cluster-id "$cluster_id" --storage-engine "$storage" "${broker_args[@]}"
-fi
-
-# Several processes: this script stays as PID 1, forwards SIGTERM/SIGINT and exits when any of
-# them does.
+# This script stays PID 1 and stops tansu with SIGKILL: on SIGTERM tansu 0.6 stops its storage
+# first and then keeps answering requests with errors until it is killed anyway. SQLite loses no
+# committed transaction to a SIGKILL.
 pids=()
 # shellcheck disable=SC2317 # called by the trap
 stop() {
-    kill -TERM "${pids[@]}" 2>/dev/null || true
+    say "stopping"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
     wait || true
     exit 0
 }
 trap stop TERM INT
+cd "$log_dir"
 "$TANSU" broker --cluster-id "$cluster_id" --storage-engine "$storage" "${broker_args[@]}" &
 pids+=($!)
 for proxy in "${proxies[@]}"; do
@@ -131,6 +131,6 @@ done
 rc=0
 wait -n || rc=$?
 say "a tansu process exited (status $rc); stopping the others"
-kill -TERM "${pids[@]}" 2>/dev/null || true
+kill -KILL "${pids[@]}" 2>/dev/null || true
 wait || true
 exit "$rc"
