@@ -46,10 +46,11 @@ PROMETHEUS_IMAGE="productstream-test/prometheus:local"
 
 # timed NAME COMMAND...: runs COMMAND and says how long it took.
 timed() {
-    local name="$1" started=$SECONDS
+    local name="$1" started=$SECONDS rc=0
     shift
-    "$@"
+    "$@" || rc=$?
     info "$name: $(fmt_duration $((SECONDS - started)))"
+    return "$rc"
 }
 
 # The machine's apt sources for Debian (files naming a .../debian or .../debian-security archive).
@@ -143,15 +144,19 @@ mapfile -t SOURCES < <(debian_sources)
 TANSU_BIN="$(find_tansu)" || die "tansu is not installed; run scripts/install-tansu.sh"
 started=$SECONDS
 
+# The root filesystems (downloads and dpkg) are made in the background while cargo builds.
+root_filesystems() {
+    rootfs "$BASE_IMAGE" ca-certificates,libssl3
+    rootfs "$TOOLS_IMAGE" ca-certificates,libssl3,curl,jq
+    # The package creates a data directory; the entrypoint must find it empty to initialise it.
+    # shellcheck disable=SC2016 # "$1" is for mmdebstrap's hook shell (the root filesystem's path)
+    rootfs "productstream-test/mysql-rootfs:$SUITE" mariadb-server,mariadb-client \
+        'rm -rf "$1"/var/lib/mysql/* "$1"/etc/mysql/debian.cnf'
+    rootfs "productstream-test/prometheus-rootfs:$SUITE" prometheus,wget
+}
 rootfs_started=$SECONDS
-rootfs "$BASE_IMAGE" ca-certificates,libssl3
-rootfs "$TOOLS_IMAGE" ca-certificates,libssl3,curl,jq
-# The package creates a data directory; the entrypoint must find it empty to initialise it.
-# shellcheck disable=SC2016 # "$1" is for mmdebstrap's hook shell (the root filesystem's path)
-rootfs "productstream-test/mysql-rootfs:$SUITE" mariadb-server,mariadb-client \
-    'rm -rf "$1"/var/lib/mysql/* "$1"/etc/mysql/debian.cnf'
-rootfs "productstream-test/prometheus-rootfs:$SUITE" prometheus,wget
-info "root filesystems: $(fmt_duration $((SECONDS - rootfs_started)))"
+root_filesystems >"$CACHE_DIR/root-filesystems.log" 2>&1 &
+rootfs_pid=$!
 
 # Our binaries: what docker/Dockerfile's builder builds, plus the registry stand-in.
 mapfile -t PACKAGES < <(python3 scripts/runtime-image.py packages docker/Dockerfile)
@@ -159,7 +164,15 @@ cargo_args=()
 for p in "${PACKAGES[@]}" dev-schema-registry; do
     cargo_args+=(-p "$p")
 done
-timed "cargo build --release ${cargo_args[*]}" cargo build --release --quiet "${cargo_args[@]}"
+if ! timed "cargo build --release ${cargo_args[*]}" cargo build --release --quiet "${cargo_args[@]}"; then
+    wait "$rootfs_pid" || true # no orphaned mmdebstrap
+    die "cargo build --release failed"
+fi
+rootfs_rc=0
+wait "$rootfs_pid" || rootfs_rc=$?
+cat "$CACHE_DIR/root-filesystems.log" >&2
+((rootfs_rc == 0)) || die "making the root filesystems failed (log above: $CACHE_DIR/root-filesystems.log)"
+info "root filesystems: $(fmt_duration $((SECONDS - rootfs_started)))"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 
 images_started=$SECONDS
