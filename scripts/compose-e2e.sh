@@ -34,8 +34,14 @@
 # Steps 1-9 hold /tmp/productstream-ports.lock (the compose file's fixed host ports) and always
 # end with `down -v`, also on failure or Ctrl-C. The project is named productstream-e2e, so a
 # `docker compose up` of your checkout is not touched.
-# UPDATES_PER_SECOND (default 20 here) sets the change rate. Prints the timings of each step and
-# "N passed, N failed"; exits non-zero when any check failed.
+#
+# Settings: UPDATES_PER_SECOND (the compose file's change rate; default 20 here),
+# COMPOSE_E2E_PROJECT (project name, default productstream-e2e), COMPOSE_E2E_HEALTHY_TIMEOUT
+# (seconds for containers to become healthy, default 300), COMPOSE_E2E_CONVERGE_TIMEOUT (seconds
+# for assignments and logs to settle, default 180). Prints the timings of each step and
+# "N passed, N failed"; exits non-zero when any check failed. What it leaves for a look:
+# .testbed/compose-e2e/ (the project folder, the last answers, and the containers' logs when a
+# check failed).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -94,16 +100,20 @@ else
 fi
 
 # --- 1. project folder ----------------------------------------------------------------------------
-rm -rf "$WORK/project"
-mkdir -p "$DIR/consumer_logs" "$DIR/time_track"
-cp docker-compose.yml docker-compose.test.yml "$DIR/"
-cp -a deploy "$DIR/"
+take_ports_lock
 export COMPOSE_FILE=docker-compose.yml:docker-compose.test.yml
 export COMPOSE_PROJECT_NAME="$PROJECT"
 unset COMPOSE_PROFILES
+if [[ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")" && -d "$DIR" ]]; then
+    info "removing what an interrupted run left: docker compose down -v"
+    dc --profile observability down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+fi
+rm -rf "$DIR"
+rm -f "$WORK"/*.log
+mkdir -p "$DIR/consumer_logs" "$DIR/time_track"
+cp docker-compose.yml docker-compose.test.yml "$DIR/"
+cp -a deploy "$DIR/"
 info "project folder $DIR, consumer_logs/ owned by $(stat -c %u:%g "$DIR/consumer_logs"); the containers run as 1000:1000"
-
-take_ports_lock
 
 summary() {
     local i
@@ -568,8 +578,13 @@ quiesce_and_check "down and up with the volumes kept" "$RUN_SINCE"
 timing "down and up (volumes kept) to consistent" "$started"
 
 # --- 8. down -v ------------------------------------------------------------------------------------
+# save_logs NAME: the containers' logs, kept in $WORK/NAME when a check failed.
+save_logs() {
+    ((FAILED == 0)) || dc --profile observability logs --no-color --timestamps >"$WORK/$1" 2>&1 || true
+}
 info "==> docker compose down -v"
 started=$SECONDS
+save_logs compose-first-up.log
 mapfile -t volumes < <(project_volumes)
 dc --profile observability down -v >"$WORK/down.out" 2>&1 || fail "down -v: $(tail -n 5 "$WORK/down.out" | tr '\n' ' ')"
 left="$(left_over "${volumes[@]}")"
@@ -597,6 +612,7 @@ else
 fi
 timing "second up to all seeded products in the logs" "$started"
 started=$SECONDS
+save_logs compose-second-up.log
 mapfile -t volumes < <(project_volumes)
 dc --profile observability down -v >"$WORK/down2.out" 2>&1 || fail "second down -v: $(tail -n 5 "$WORK/down2.out" | tr '\n' ' ')"
 left="$(left_over "${volumes[@]}")"

@@ -14,6 +14,7 @@
 #   CLUSTER_ID          tansu's cluster id
 #   KAFKA_PROCESS_ROLES must include broker
 #   KAFKA_AUTO_CREATE_TOPICS_ENABLE  must be false: tansu never creates a topic on first use
+#   TANSU_LOG           tansu's own log filter (default warn)
 #
 # Gaps (what the real broker does and this one cannot): through a proxy listener (the host's
 # 127.0.0.1:29092) metadata, produce and fetch work, but the group coordinator found there is the
