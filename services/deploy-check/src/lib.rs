@@ -67,27 +67,42 @@ pub fn compose_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// The repository's docker-compose.yml, read through the real compose binary.
+/// The repository's docker-compose.yml (with overrides, if any), read through the real compose
+/// binary.
 pub struct Compose {
     bin: PathBuf,
-    file: PathBuf,
+    files: Vec<PathBuf>,
 }
 
 impl Compose {
-    /// Finds the compose binary; panics with instructions when it is not installed (the
-    /// deployment tests must not pass silently without it).
+    /// docker-compose.yml alone. Finds the compose binary; panics with instructions when it is
+    /// not installed (the deployment tests must not pass silently without it).
     pub fn find() -> Self {
+        Self::with_files(&["docker-compose.yml"])
+    }
+
+    /// The given compose files of the repository, merged in this order (`-f A -f B`).
+    pub fn with_files(files: &[&str]) -> Self {
         let bin = compose_binary().unwrap_or_else(|e| panic!("compose binary not found: {e}"));
         Self {
             bin,
-            file: repo_root().join("docker-compose.yml"),
+            files: files.iter().map(|f| repo_root().join(f)).collect(),
         }
     }
 
-    /// Runs `docker-compose -f docker-compose.yml [--profile P]... ARGS`.
+    /// Runs `docker-compose -f FILE... [--profile P]... ARGS`.
     pub fn run(&self, profiles: &[&str], args: &[&str]) -> Output {
+        self.run_with_env(profiles, args, &[])
+    }
+
+    /// Like [`Compose::run`], with `env` set for the compose process (after the interpolated
+    /// variables of the caller's environment were removed).
+    pub fn run_with_env(&self, profiles: &[&str], args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(&self.bin);
-        command.current_dir(repo_root()).arg("-f").arg(&self.file);
+        command.current_dir(repo_root());
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
         for profile in profiles {
             command.args(["--profile", profile]);
         }
@@ -95,6 +110,7 @@ impl Compose {
         for name in INTERPOLATED {
             command.env_remove(name);
         }
+        command.envs(env.iter().copied());
         command
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
@@ -102,7 +118,12 @@ impl Compose {
 
     /// The fully resolved model (`config --format json`) with the given profiles enabled.
     pub fn config(&self, profiles: &[&str]) -> Value {
-        let output = self.run(profiles, &["config", "--format", "json"]);
+        self.config_with_env(profiles, &[])
+    }
+
+    /// Like [`Compose::config`], with `env` set for the interpolation.
+    pub fn config_with_env(&self, profiles: &[&str], env: &[(&str, &str)]) -> Value {
+        let output = self.run_with_env(profiles, &["config", "--format", "json"], env);
         assert!(
             output.status.success(),
             "docker-compose config failed: {}",

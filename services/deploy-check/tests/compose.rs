@@ -11,8 +11,8 @@ use serde_json::Value;
 const APP_SERVICES: &[&str] = &["product-updater", "producer", "consumer"];
 const INFRA_SERVICES: &[&str] = &["mysql", "kafka", "schema-registry"];
 const OBSERVABILITY_SERVICES: &[&str] = &["prometheus", "grafana"];
-/// Runs once and exits: no health check, others wait for it to complete.
-const ONE_SHOT_SERVICES: &[&str] = &["kafka-init"];
+/// Run once and exit: no health check, others wait for them to complete.
+const ONE_SHOT_SERVICES: &[&str] = &["kafka-init", "dirs-init"];
 
 /// Variables that compose may leave to the service's documented default, and why.
 const LEFT_TO_DEFAULTS: &[(&str, &str)] = &[
@@ -185,8 +185,14 @@ fn pipeline_services_use_the_real_infrastructure_images_and_one_app_image() {
     );
     assert!(image("kafka-init").starts_with("apache/kafka:"));
 
-    // The three services are one image built once from docker/Dockerfile.
+    // The three services (and dirs-init, with its prepare-dirs) are one image built once from
+    // docker/Dockerfile.
     let app_image = image("product-updater");
+    assert_eq!(image("dirs-init"), app_image);
+    assert_eq!(
+        service(&config, "dirs-init")["build"]["dockerfile"],
+        "docker/Dockerfile"
+    );
     for name in APP_SERVICES {
         let svc = service(&config, name);
         assert_eq!(image(name), app_image, "{name} uses the shared app image");
@@ -309,8 +315,11 @@ fn services_wait_for_healthy_dependencies_and_the_topic() {
     expect("kafka-init", &["kafka"]);
     expect("schema-registry", &["kafka"]);
     expect("product-updater", &["mysql"]);
-    expect("producer", &["mysql", "kafka-init", "schema-registry"]);
-    expect("consumer", &["kafka-init", "schema-registry"]);
+    expect(
+        "producer",
+        &["mysql", "kafka-init", "schema-registry", "dirs-init"],
+    );
+    expect("consumer", &["kafka-init", "schema-registry", "dirs-init"]);
     expect("grafana", &["prometheus"]);
 }
 
@@ -573,6 +582,120 @@ fn observability_profile_adds_prometheus_and_grafana_only_when_asked() {
         assert!(
             std::path::Path::new(source).exists(),
             "{source} is mounted but missing"
+        );
+    }
+}
+
+/// The bind mounts of `name`: container path -> host path.
+fn bind_mounts(config: &Value, name: &str) -> BTreeMap<String, String> {
+    service(config, name)["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["type"] == "bind")
+        .map(|m| {
+            (
+                m["target"].as_str().unwrap_or_default().to_owned(),
+                m["source"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Defect: `user: "${UID}:${GID}"` is 1000:1000 for nearly everyone (bash does not export UID and
+/// has no GID), so on a host whose checkout does not belong to 1000 the producer and the consumers
+/// could not write their bind-mounted folders. dirs-init (as root) hands exactly those folders to
+/// exactly that user first, and they wait for it.
+#[test]
+fn dirs_init_hands_the_services_folders_to_the_services_user_before_they_start() {
+    let compose = Compose::find();
+    for env in [&[][..], &[("UID", "1234"), ("GID", "5678")][..]] {
+        let config = compose.config_with_env(&[], env);
+        let init = service(&config, "dirs-init");
+        assert_eq!(init["user"], "0:0", "dirs-init runs as root");
+        assert_eq!(init["restart"], "no");
+        let command: Vec<String> = init["command"]
+            .as_array()
+            .expect("dirs-init has a command")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(command.first().map(String::as_str), Some("prepare-dirs"));
+        let owner = &command[1];
+        let expected = if env.is_empty() {
+            "1000:1000"
+        } else {
+            "1234:5678"
+        };
+        assert_eq!(owner, expected, "{env:?}");
+        let init_mounts = bind_mounts(&config, "dirs-init");
+        let prepared: BTreeSet<&String> = command[2..].iter().collect();
+        for name in ["producer", "consumer"] {
+            assert_eq!(
+                service(&config, name)["user"].as_str(),
+                Some(owner.as_str()),
+                "{name} runs as the user dirs-init hands the folders to"
+            );
+            assert_eq!(
+                depends_on(&config, name)
+                    .get("dirs-init")
+                    .map(String::as_str),
+                Some("service_completed_successfully"),
+                "{name} starts only after dirs-init succeeded"
+            );
+            for (target, source) in bind_mounts(&config, name) {
+                assert!(
+                    prepared.contains(&target),
+                    "dirs-init does not prepare {name}'s {target}: {command:?}"
+                );
+                assert_eq!(
+                    init_mounts.get(&target),
+                    Some(&source),
+                    "dirs-init mounts {source} at {target} like {name}"
+                );
+            }
+        }
+    }
+}
+
+/// Defect: Kafka kept no volume and MySQL an anonymous one, so `down` + `up` started the topic
+/// again at offset 0 under consumers' old checkpoints.
+#[test]
+fn broker_and_database_keep_their_data_in_named_volumes() {
+    let config = Compose::find().config(&[]);
+    let named = |name: &str| -> BTreeMap<String, String> {
+        service(&config, name)["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["type"] == "volume")
+            .map(|m| {
+                (
+                    m["target"].as_str().unwrap_or_default().to_owned(),
+                    m["source"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        named("mysql").get("/var/lib/mysql").map(String::as_str),
+        Some("mysql-data")
+    );
+    let log_dirs = environment(&config, "kafka")
+        .get("KAFKA_LOG_DIRS")
+        .cloned()
+        .expect("kafka sets KAFKA_LOG_DIRS (the image's default is under /tmp, in no volume)");
+    assert_eq!(
+        named("kafka").get(&log_dirs).map(String::as_str),
+        Some("kafka-data"),
+        "Kafka's log dir {log_dirs} is the kafka-data volume"
+    );
+    let volumes = config["volumes"].as_object().expect("top-level volumes");
+    for volume in ["mysql-data", "kafka-data"] {
+        assert!(volumes.contains_key(volume), "{volume} is declared");
+        assert!(
+            volumes[volume].get("external").is_none_or(|e| e == false),
+            "{volume} belongs to the project (removed by down -v)"
         );
     }
 }

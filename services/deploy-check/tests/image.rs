@@ -1,6 +1,7 @@
-//! docker/Dockerfile and its health probe. There is no Docker engine here, so the image itself is
-//! not built; the probe is compiled exactly as the Dockerfile compiles it and run against real
-//! HTTP servers, and the Dockerfile's structure is checked.
+//! docker/Dockerfile, its health probe and its `prepare-dirs`. The image is built and run by the
+//! compose end-to-end test (scripts/compose-e2e.sh, with a Docker engine); here, without one, the
+//! two small programs are compiled exactly as the Dockerfile compiles them and run against real
+//! HTTP servers and real folders, and the Dockerfile's structure is checked.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -16,31 +17,43 @@ fn dockerfile() -> String {
         .expect("docker/Dockerfile exists")
 }
 
+/// The rustc flags the Dockerfile builds its small programs with.
+const RUSTC_FLAGS: &[&str] = &[
+    "--edition",
+    "2021",
+    "-C",
+    "opt-level=s",
+    "-C",
+    "strip=symbols",
+    "-C",
+    "panic=abort",
+];
+
+/// Compiles docker/NAME.rs with the Dockerfile's flags into the test's temporary folder.
+fn compile(name: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let status = Command::new(rustc)
+        .args(RUSTC_FLAGS)
+        .arg(repo_root().join(format!("docker/{name}.rs")))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "docker/{name}.rs does not compile");
+    out
+}
+
 /// The probe, built once per test run with the same rustc flags as in the Dockerfile.
 fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("healthcheck");
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-        let status = Command::new(rustc)
-            .args([
-                "--edition",
-                "2021",
-                "-C",
-                "opt-level=s",
-                "-C",
-                "strip=symbols",
-                "-C",
-                "panic=abort",
-            ])
-            .arg(repo_root().join("docker/healthcheck.rs"))
-            .arg("-o")
-            .arg(&out)
-            .status()
-            .expect("rustc runs");
-        assert!(status.success(), "docker/healthcheck.rs does not compile");
-        out
-    })
+    PROBE.get_or_init(|| compile("healthcheck"))
+}
+
+/// prepare-dirs, built once per test run like the probe.
+fn prepare_dirs() -> &'static Path {
+    static PREPARE: OnceLock<PathBuf> = OnceLock::new();
+    PREPARE.get_or_init(|| compile("prepare-dirs"))
 }
 
 /// Serves one HTTP request with `status_line`, returns the request line received.
@@ -196,10 +209,17 @@ fn dockerfile_builds_the_three_services_and_not_the_dev_registry() {
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .any(|l| l.contains("dev-schema-registry")));
-    assert!(
-        build.contains("docker/healthcheck.rs"),
-        "the probe is built like in this test: {build}"
-    );
+    let build = build.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flags = RUSTC_FLAGS.join(" ");
+    for (source, out) in [
+        ("docker/healthcheck.rs", "/out/bin/healthcheck"),
+        ("docker/prepare-dirs.rs", "/out/bin/prepare-dirs"),
+    ] {
+        assert!(
+            build.contains(&format!("rustc {flags} {source} -o {out}")),
+            "{source} is built like in these tests: {build}"
+        );
+    }
 }
 
 #[test]
@@ -281,4 +301,105 @@ fn build_context_leaves_out_build_output_and_local_state() {
             ".dockerignore must not exclude {kept}"
         );
     }
+}
+
+/// A fresh folder for one prepare-dirs test: DIR/out/{a/b/file, link -> outside}, DIR/outside.
+fn tree(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("prepare-dirs-trees")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out/a/b")).expect("mkdir");
+    std::fs::write(dir.join("out/a/b/file"), "x").expect("write");
+    std::fs::create_dir_all(dir.join("outside")).expect("mkdir");
+    std::os::unix::fs::symlink(dir.join("outside"), dir.join("out/link")).expect("symlink");
+    dir
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).expect("stat");
+    (meta.uid(), meta.gid())
+}
+
+fn run_prepare_dirs(args: &[&str]) -> (i32, String) {
+    let output = Command::new(prepare_dirs())
+        .args(args)
+        .output()
+        .expect("prepare-dirs runs");
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// What the compose file's dirs-init does on a host whose checkout belongs to someone else than the
+/// containers' user (root on CI). As root, the folder and everything in it changes hands (links
+/// themselves, not what they point to); as anyone else, the same call must fail, saying why and
+/// what to do.
+#[test]
+fn prepare_dirs_hands_a_folder_tree_to_another_user_or_says_why_it_cannot() {
+    let dir = tree("other_user");
+    let out = dir.join("out");
+    let me = owner(&dir);
+    let (uid, gid) = (me.0 + 4242, me.1 + 4343);
+    let (code, said) = run_prepare_dirs(&[&format!("{uid}:{gid}"), out.to_str().unwrap()]);
+    if me.0 == 0 {
+        assert_eq!(code, 0, "{said}");
+        for path in ["out", "out/a", "out/a/b", "out/a/b/file", "out/link"] {
+            assert_eq!(owner(&dir.join(path)), (uid, gid), "{path}: {said}");
+        }
+        assert_eq!(
+            owner(&dir.join("outside")),
+            me,
+            "a link's target is left alone"
+        );
+        assert!(said.contains("handed 5 entries"), "{said}");
+        // A second run finds nothing to do.
+        let (code, said) = run_prepare_dirs(&[&format!("{uid}:{gid}"), out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{said}");
+        assert!(said.contains(&format!("is owned by {uid}:{gid}")), "{said}");
+    } else {
+        assert_eq!(code, 1, "{said}");
+        assert!(
+            said.contains("cannot make") && said.contains(".env"),
+            "{said}"
+        );
+        assert_eq!(owner(&out), me);
+    }
+}
+
+#[test]
+fn prepare_dirs_leaves_a_folder_of_the_right_user_alone() {
+    let dir = tree("same_user");
+    let out = dir.join("out");
+    let (uid, gid) = owner(&dir);
+    let (code, said) = run_prepare_dirs(&[&format!("{uid}:{gid}"), out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(&format!("is owned by {uid}:{gid}")), "{said}");
+}
+
+#[test]
+fn prepare_dirs_rejects_bad_arguments_and_missing_folders() {
+    let (code, said) = run_prepare_dirs(&["1000", "/tmp"]);
+    assert_eq!(code, 2);
+    assert!(said.contains("is not UID:GID"), "{said}");
+    let (code, said) = run_prepare_dirs(&["1000:1000"]);
+    assert_eq!(code, 2, "{said}");
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prepare-dirs-trees/does-not-exist");
+    let (code, said) = run_prepare_dirs(&["1000:1000", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        said.contains("cannot make") && said.contains("No such file"),
+        "{said}"
+    );
+    let dir = tree("a_file");
+    let file = dir.join("out/a/b/file");
+    let (code, said) = run_prepare_dirs(&["1000:1000", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(said.contains("not a directory"), "{said}");
 }
