@@ -156,6 +156,69 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
     server.await.unwrap();
 }
 
+/// A registry outage that begins inside a record batch of 3000: the partition was rewound to
+/// the record whose schema could not be fetched (offset 2001), in the middle of the batch. On
+/// tansu 0.6 that fetch returned nothing of the batch, its last, and the batch's last 1000
+/// records were never read, even once the registry was back. Now the retry fetches from before
+/// the record and checks that the fetch covers it, looking further back when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
+    let registry = dev_schema_registry::router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let registry_url = format!("http://{address}");
+    let up = CancellationToken::new();
+    let server = tokio::spawn(serve_until(listener, registry.clone(), up.clone()));
+    let bed = Bed::with_registry(1, registry_url.clone()).await;
+    // A second writer schema the consumer has not fetched yet: the product schema's earlier
+    // version, whose records encode the same bytes.
+    let earlier = RegistryClient::new(RegistryConfig::new(&registry_url))
+        .register(
+            "earlier-value",
+            include_str!("../../../schemas/history/product_value.timestamp-micros.avsc"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(earlier, bed.schema_id);
+    // The consumer fetches the current schema while the registry answers.
+    let app = bed.spawn_app().await;
+    bed.produce_one_batch(0, [0]).await;
+    bed.wait_for_ids(&[0].into(), LONG).await;
+    up.cancel();
+    server.await.unwrap();
+
+    // One batch (offsets 1..=3000): 2000 records of the fetched schema, then 1000 of the other.
+    let records = (1..=3000).map(|id| {
+        let schema = if id <= 2000 { bed.schema_id } else { earlier };
+        (id, encode_product(schema, &Bed::product(id)))
+    });
+    bed.produce_one_batch_of(0, records).await;
+    bed.wait_for_ids(&(0..=2000).collect(), LONG).await;
+    testkit::wait_until(LONG, "the consumer retrying the registry", || async {
+        let retries = metric(app.port, "consumer_schema_registry_retries_total").await;
+        (retries >= 1.0).then_some(())
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let back = CancellationToken::new();
+    let server = tokio::spawn(serve_until(listener, registry, back.clone()));
+    bed.wait_for_ids(&(0..=3000).collect(), Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
+    let lookbacks = metric(app.port, "consumer_resume_lookbacks_total").await;
+    app.stop().await;
+    assert!(lookbacks >= 1.0, "the rewound fetch looked back: {lookbacks}");
+    let offsets: Vec<i64> = bed.log_lines().iter().map(|l| l.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..=3000).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    back.cancel();
+    server.await.unwrap();
+}
+
 async fn serve_until(
     listener: tokio::net::TcpListener,
     router: axum::Router,

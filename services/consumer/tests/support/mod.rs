@@ -158,10 +158,52 @@ impl Bed {
 
     /// Produces products with the given ids (key = id), waiting for every acknowledgement.
     /// At most 1000 records are in flight, so no record batch holds more than the 1000 records
-    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a fetch
-    /// that starts inside a batch gets nothing of it on tansu 0.6.
+    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a resume
+    /// inside a batch then needs no look back (a fetch that starts inside a batch gets nothing of
+    /// it on tansu 0.6).
     pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
         produce_products_to(&self.topic.name, self.schema_id, ids).await;
+    }
+
+    /// Produces products with the given ids to `partition` as one record batch (one linger of
+    /// the producer, no count or size limit reached), waiting for every acknowledgement.
+    pub async fn produce_one_batch(&self, partition: i32, ids: impl IntoIterator<Item = i32>) {
+        let records = ids
+            .into_iter()
+            .map(|id| (id, encode_product(self.schema_id, &Bed::product(id))));
+        self.produce_one_batch_of(partition, records).await;
+    }
+
+    /// Produces `(key, value)` records to `partition` as one record batch, waiting for every
+    /// acknowledgement.
+    pub async fn produce_one_batch_of(
+        &self,
+        partition: i32,
+        records: impl IntoIterator<Item = (i32, Vec<u8>)>,
+    ) {
+        let producer: FutureProducer = testkit::kafka()
+            .client_config()
+            .set("linger.ms", "2000")
+            .set("batch.num.messages", "1000000")
+            .set("batch.size", "1000000")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("batching producer");
+        let mut deliveries = Vec::new();
+        for (key, value) in records {
+            let key = key.to_string();
+            deliveries.push(
+                producer
+                    .send_result(
+                        FutureRecord::to(&self.topic.name)
+                            .partition(partition)
+                            .key(&key)
+                            .payload(&value),
+                    )
+                    .expect("enqueue"),
+            );
+        }
+        await_all(deliveries).await;
     }
 
     /// Produces one raw record.
