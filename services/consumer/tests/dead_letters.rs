@@ -208,7 +208,10 @@ async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
     tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
     let lookbacks = metric(app.port, "consumer_resume_lookbacks_total").await;
     app.stop().await;
-    assert!(lookbacks >= 1.0, "the rewound fetch looked back: {lookbacks}");
+    assert!(
+        lookbacks >= 1.0,
+        "the rewound fetch looked back: {lookbacks}"
+    );
     let offsets: Vec<i64> = bed.log_lines().iter().map(|l| l.offset).collect();
     assert_eq!(
         offsets,
