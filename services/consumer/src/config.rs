@@ -20,7 +20,7 @@
 //! | `INPUT_FORMAT` | `avro`: products in the Confluent wire format (the producer's output); `json`: any JSON object per record (e.g. prototype 004's `user-login` events), carried through untransformed | `avro` |
 //! | `CONSUMER_FILTER` | keep only records matching a rule on a field as read, e.g. `locale == "RU"`, `category in ("Cat_1", "Cat_5")` (see [`crate::filter`]) | unset (keep all) |
 //! | `CONSUMER_SINK` | `log`: the slot's JSON log; `stage`: JSON Lines files per batch in `STAGE_DIR`; `topic`: produce to `OUTPUT_TOPIC` | `log` |
-//! | `STAGE_DIR` | stage sink: root of `<topic>/<partition>-<first>-<last>.jsonl` | `stage` |
+//! | `STAGE_DIR` | stage sink: root of `<topic>/<partition>-<first>-<last>.<topic id>.jsonl` | `stage` |
 //! | `BATCH_MAX_RECORDS`, `BATCH_MAX_SECONDS` | stage sink: write a batch once this many records are pending, or once the oldest waited this long (replace `CONSUMER_FLUSH_*`) | `100`, `30` |
 //! | `STAGE_GZIP` | stage sink: gzip the files (`.jsonl.gz`) | `false` |
 //! | `OUTPUT_TOPIC` | topic sink: where processed records go | `processed-{TOPIC}` |

@@ -156,7 +156,7 @@ async fn a_topic_created_again_under_the_same_name_is_read_from_its_beginning() 
     let warnings: Vec<String> = stderr
         .lines()
         .filter(|l| l.contains("written for another topic of this name"))
-        .map(without_colours)
+        .map(support::without_colours)
         .collect();
     for partition in 0..2 {
         assert!(
@@ -168,18 +168,4 @@ async fn a_topic_created_again_under_the_same_name_is_read_from_its_beginning() 
             "a warning names partition {partition} and both ids: {warnings:?}"
         );
     }
-}
-
-/// `line` without its ANSI colour codes (`ESC [ ... m`).
-fn without_colours(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }

@@ -564,3 +564,17 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// `line` without its ANSI colour codes (`ESC [ ... m`).
+pub fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
