@@ -95,13 +95,8 @@ async fn poison_pills_go_to_the_dead_letter_topic_and_the_partition_continues() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
-    // A registry we can stop and start again on the same port, keeping its schemas.
-    let registry = dev_schema_registry::router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let registry_url = format!("http://{address}");
-    let up = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry.clone(), up.clone()));
+    let mut registry = StoppableRegistry::start().await;
+    let registry_url = registry.url.clone();
     let bed = Bed::with_registry(2, registry_url.clone()).await;
     RegistryClient::new(RegistryConfig::new(&registry_url))
         .register("other-value", PRODUCT_SCHEMA_JSON)
@@ -117,8 +112,7 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
         (ready.status() == 200).then_some(())
     })
     .await;
-    up.cancel();
-    server.await.unwrap();
+    registry.stop().await;
 
     bed.produce_products(1..=20).await;
     testkit::wait_until(
@@ -145,15 +139,12 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
         "nothing written without the schema"
     );
 
-    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-    let back = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry, back.clone()));
+    registry.restart().await;
     bed.wait_for_ids(&(1..=20).collect(), LONG).await;
     app.stop().await;
     let lines = bed.log_lines();
     assert_eq!(lines.len(), 20, "each record once");
-    back.cancel();
-    server.await.unwrap();
+    registry.stop().await;
 }
 
 /// A registry outage that begins inside a record batch of 3000: the partition was rewound to
@@ -163,12 +154,8 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
 /// the record and checks that the fetch covers it, looking further back when it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
-    let registry = dev_schema_registry::router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let registry_url = format!("http://{address}");
-    let up = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry.clone(), up.clone()));
+    let mut registry = StoppableRegistry::start().await;
+    let registry_url = registry.url.clone();
     let bed = Bed::with_registry(1, registry_url.clone()).await;
     // A second writer schema the consumer has not fetched yet: the product schema's earlier
     // version, whose records encode the same bytes.
@@ -184,8 +171,7 @@ async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
     let app = bed.spawn_app().await;
     bed.produce_one_batch(0, [0]).await;
     bed.wait_for_ids(&[0].into(), LONG).await;
-    up.cancel();
-    server.await.unwrap();
+    registry.stop().await;
 
     // One batch (offsets 1..=3000): 2000 records of the fetched schema, then 1000 of the other.
     let records = (1..=3000).map(|id| {
@@ -200,9 +186,7 @@ async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
     })
     .await;
 
-    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-    let back = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry, back.clone()));
+    registry.restart().await;
     bed.wait_for_ids(&(0..=3000).collect(), Duration::from_secs(120))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
@@ -218,8 +202,49 @@ async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
         (0..=3000).collect::<Vec<_>>(),
         "each record once, in order"
     );
-    back.cancel();
-    server.await.unwrap();
+    registry.stop().await;
+}
+
+/// A dev registry that can be stopped and started again on the same port, keeping its schemas.
+struct StoppableRegistry {
+    url: String,
+    address: std::net::SocketAddr,
+    router: axum::Router,
+    /// While it serves: how to stop it, and its task.
+    serving: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl StoppableRegistry {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut registry = Self {
+            url: format!("http://{address}"),
+            address,
+            router: dev_schema_registry::router(),
+            serving: None,
+        };
+        registry.serve(listener);
+        registry
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve_until(listener, self.router.clone(), stop.clone()));
+        self.serving = Some((stop, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.serving.take() {
+            stop.cancel();
+            task.await.unwrap();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+        self.serve(listener);
+    }
 }
 
 async fn serve_until(

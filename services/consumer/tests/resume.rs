@@ -10,8 +10,6 @@ mod support;
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use support::{metric, Bed, LONG};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,20 +19,7 @@ async fn resumes_at_a_committed_offset_inside_a_batch() {
     bed.produce_products(1..=40).await;
 
     // The group has already handled offsets 0..=14.
-    let committer: BaseConsumer = testkit::kafka()
-        .client_config()
-        .set("group.id", &bed.group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("committing consumer");
-    let mut offsets = TopicPartitionList::new();
-    offsets
-        .add_partition_offset(&bed.topic.name, 0, Offset::Offset(15))
-        .unwrap();
-    committer
-        .commit(&offsets, CommitMode::Sync)
-        .expect("commit offset 15");
-    drop(committer);
+    support::commit_offsets(&bed.group, &bed.topic.name, &[(0, 15)]);
 
     let app = bed.spawn_app().await;
     bed.wait_for_ids(&(16..=40).collect(), LONG).await;
@@ -76,22 +61,7 @@ async fn resumes_inside_a_record_batch_longer_than_the_rewind() {
     bed.produce_one_batch(1, 5001..=8000).await;
 
     // The group has already handled offsets 0..1500 of both.
-    let committer: BaseConsumer = testkit::kafka()
-        .client_config()
-        .set("group.id", &bed.group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("committing consumer");
-    let mut offsets = TopicPartitionList::new();
-    for partition in 0..2 {
-        offsets
-            .add_partition_offset(&bed.topic.name, partition, Offset::Offset(1500))
-            .unwrap();
-    }
-    committer
-        .commit(&offsets, CommitMode::Sync)
-        .expect("commit offset 1500");
-    drop(committer);
+    support::commit_offsets(&bed.group, &bed.topic.name, &[(0, 1500), (1, 1500)]);
 
     let app = bed.spawn_app().await;
     let expected: std::collections::BTreeSet<i32> = (1501..=3010).chain(6501..=8000).collect();
@@ -130,10 +100,7 @@ async fn a_topic_created_again_under_the_same_name_is_read_from_its_beginning() 
     bed.wait_for_ids(&(1..=100).collect(), LONG).await;
     app.stop().await;
 
-    testkit::delete_topic(&bed.topic.name).await;
-    common::kafka::ensure_topic(&testkit::kafka(), &bed.topic, 1)
-        .await
-        .unwrap();
+    bed.recreate_topic().await;
     // Fewer records than before: every new offset is below the old positions.
     bed.produce_products(101..=130).await;
     let port = support::free_port();
@@ -152,20 +119,10 @@ async fn a_topic_created_again_under_the_same_name_is_read_from_its_beginning() 
         "the old topic's lines stay, the new one's follow"
     );
     assert!(counts.values().all(|&n| n == 1), "each record once");
-    let stderr = std::fs::read_to_string(bed.logs_dir().join("after-recreate.stderr")).unwrap();
-    let warnings: Vec<String> = stderr
-        .lines()
-        .filter(|l| l.contains("written for another topic of this name"))
-        .map(support::without_colours)
-        .collect();
-    for partition in 0..2 {
-        assert!(
-            warnings
-                .iter()
-                .any(|l| l.contains(&format!("partition={partition}"))
-                    && l.contains("checkpoint_topic_id=")
-                    && l.contains("topic_id=")),
-            "a warning names partition {partition} and both ids: {warnings:?}"
-        );
-    }
+    support::assert_warned_for_each_partition(
+        &bed.logs_dir().join("after-recreate.stderr"),
+        "written for another topic of this name",
+        2,
+        &["checkpoint_topic_id=", " topic_id="],
+    );
 }

@@ -279,10 +279,7 @@ async fn a_topic_created_again_is_staged_from_its_beginning_and_no_file_is_overw
         .collect();
     assert_eq!(old_ids.len(), 1, "one topic id: {old_ids:?}");
 
-    testkit::delete_topic(&bed.topic.name).await;
-    common::kafka::ensure_topic(&testkit::kafka(), &bed.topic, 1)
-        .await
-        .unwrap();
+    bed.recreate_topic().await;
     // Fewer records than before: every new offset is below the old positions, and the new
     // topic's first batches cover the offsets of the old one's.
     bed.produce_products(101..=130).await;
@@ -326,20 +323,10 @@ async fn a_topic_created_again_is_staged_from_its_beginning_and_no_file_is_overw
             file.name
         );
     }
-    let stderr = std::fs::read_to_string(bed.logs_dir().join("after-recreate.stderr")).unwrap();
-    let warnings: Vec<String> = stderr
-        .lines()
-        .filter(|l| l.contains("written for another topic of this name"))
-        .map(support::without_colours)
-        .collect();
-    for partition in 0..2 {
-        assert!(
-            warnings
-                .iter()
-                .any(|l| l.contains(&format!("partition={partition}"))
-                    && l.contains("stage_topic_id=")
-                    && l.contains(" topic_id=")),
-            "a warning names partition {partition} and both ids: {warnings:?}"
-        );
-    }
+    support::assert_warned_for_each_partition(
+        &bed.logs_dir().join("after-recreate.stderr"),
+        "written for another topic of this name",
+        2,
+        &["stage_topic_id=", " topic_id="],
+    );
 }

@@ -206,6 +206,16 @@ impl Bed {
         await_all(deliveries).await;
     }
 
+    /// Deletes the topic and creates it again under the same name, with a new topic id and its
+    /// offsets starting again at 0 (as `docker compose down && up` does to a broker without a
+    /// volume). Stop every consumer of it first (see [`testkit::delete_topic`]).
+    pub async fn recreate_topic(&self) {
+        testkit::delete_topic(&self.topic.name).await;
+        common::kafka::ensure_topic(&testkit::kafka(), &self.topic, 1)
+            .await
+            .expect("create the topic again");
+    }
+
     /// Produces one raw record.
     pub async fn produce_raw(&self, key: &str, value: &[u8]) {
         let producer = producer();
@@ -577,4 +587,49 @@ pub fn without_colours(line: &str) -> String {
         }
     }
     plain
+}
+
+/// Commits `offsets` (`(partition, next offset)`) of `topic` for `group`, as a group that had
+/// handled everything before them.
+pub fn commit_offsets(group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let committer: BaseConsumer = testkit::kafka()
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("committing consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for &(partition, offset) in offsets {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+            .expect("partition offset");
+    }
+    committer
+        .commit(&list, CommitMode::Sync)
+        .expect("commit offsets");
+}
+
+/// Asserts that the warnings containing `message` in the stderr file `path` name each partition
+/// of `0..partitions` (`partition=N`), each together with every one of `fields`.
+pub fn assert_warned_for_each_partition(
+    path: &Path,
+    message: &str,
+    partitions: i32,
+    fields: &[&str],
+) {
+    let stderr = std::fs::read_to_string(path).expect("stderr file");
+    let warnings: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains(message))
+        .map(without_colours)
+        .collect();
+    for partition in 0..partitions {
+        assert!(
+            warnings.iter().any(|l| {
+                l.contains(&format!("partition={partition}"))
+                    && fields.iter().all(|field| l.contains(field))
+            }),
+            "a warning names partition {partition} and {fields:?}: {warnings:?}"
+        );
+    }
 }
