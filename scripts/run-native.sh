@@ -78,7 +78,8 @@ export WATERMARK_PATH="${WATERMARK_PATH:-time_track/last_read_timestamp.json}"
 export CONSUMER_LOGS_DIR="${CONSUMER_LOGS_DIR:-consumer_logs}"
 export CONSUMER_GROUP="${CONSUMER_GROUP:-product_updates_consumers}"
 # The native run's broker is tansu 0.6, which returns nothing of a record batch when a fetch starts
-# in its middle: consumers re-read (and skip) up to one producer batch before a resume point.
+# in its middle: consumers fetch (and skip) one producer batch before a resume point, so they
+# seldom need to look further back (they do, until the fetch covers the resume point).
 export CONSUMER_RESUME_REWIND_RECORDS="${CONSUMER_RESUME_REWIND_RECORDS:-1000}"
 export PRODUCTS_CSV="${PRODUCTS_CSV:-data/products.csv}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"

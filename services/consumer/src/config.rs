@@ -15,12 +15,12 @@
 //! | `CONSUMER_SESSION_TIMEOUT_MS` | group session timeout (keep 45 s with tansu) | `45000` |
 //! | `CONSUMER_STATIC_MEMBERSHIP` | use the slot as `group.instance.id` (KIP-345 static membership). Turn off on brokers that never expire a crashed static member (tansu 0.6 expires members only on requests from non-static members) | `true` |
 //! | `CONSUMER_LEAVE_GROUP_ON_SHUTDOWN` | on SIGTERM, leave the group so the partitions move at once (`true`), or stay a static member until the session timeout so a quick restart gets them back without a rebalance (`false`, KIP-345) | `true` |
-//! | `CONSUMER_RESUME_REWIND_RECORDS` | after an assignment, fetch from this many records before each resume point (they are skipped, not written again). Set it to the producer's batch size (1000) on tansu 0.6, which returns nothing of a record batch when a fetch starts in its middle, so a resume in the middle of a batch would skip the rest of that batch; 0 on Kafka | `0` |
+//! | `CONSUMER_RESUME_REWIND_RECORDS` | after an assignment (or a registry retry), fetch from this many records before each resume point (they are skipped, not written again). Set it to the producer's batch size (1000) on tansu 0.6, which returns nothing of a record batch when a fetch starts in its middle: a resume inside a batch then needs no look back further (the consumer looks back until its fetch covers the resume point, whatever this is); 0 on Kafka | `0` |
 //! | `CONSUMER_KAFKA_DEBUG` | librdkafka debug contexts for troubleshooting (e.g. `cgrp,fetch`), logged at debug level under target `librdkafka` | unset |
 //! | `INPUT_FORMAT` | `avro`: products in the Confluent wire format (the producer's output); `json`: any JSON object per record (e.g. prototype 004's `user-login` events), carried through untransformed | `avro` |
 //! | `CONSUMER_FILTER` | keep only records matching a rule on a field as read, e.g. `locale == "RU"`, `category in ("Cat_1", "Cat_5")` (see [`crate::filter`]) | unset (keep all) |
 //! | `CONSUMER_SINK` | `log`: the slot's JSON log; `stage`: JSON Lines files per batch in `STAGE_DIR`; `topic`: produce to `OUTPUT_TOPIC` | `log` |
-//! | `STAGE_DIR` | stage sink: root of `<topic>/<partition>-<first>-<last>.jsonl` | `stage` |
+//! | `STAGE_DIR` | stage sink: root of `<topic>/<partition>-<first>-<last>.<topic id>.jsonl` | `stage` |
 //! | `BATCH_MAX_RECORDS`, `BATCH_MAX_SECONDS` | stage sink: write a batch once this many records are pending, or once the oldest waited this long (replace `CONSUMER_FLUSH_*`) | `100`, `30` |
 //! | `STAGE_GZIP` | stage sink: gzip the files (`.jsonl.gz`) | `false` |
 //! | `OUTPUT_TOPIC` | topic sink: where processed records go | `processed-{TOPIC}` |

@@ -20,6 +20,7 @@ pub struct ConsumerMetrics {
     pub end_to_end_latency: Histogram,
     pub registry_retries: IntCounter,
     pub resumed_past_commit: IntCounter,
+    pub resume_lookbacks: IntCounter,
 }
 
 impl ConsumerMetrics {
@@ -102,6 +103,11 @@ impl ConsumerMetrics {
                 registry,
                 "consumer_resumed_past_commit_records_total",
                 "Records already in the logs beyond the committed offset when a partition was assigned (written, then the writer died or lost the partition before committing): skipped by resuming where the logs end, i.e. duplicates avoided.",
+            ),
+            resume_lookbacks: m::counter(
+                registry,
+                "consumer_resume_lookbacks_total",
+                "Times a partition was fetched again from further back because its fetch showed no record at or before its resume point (tansu 0.6 leaves out a record batch that a fetch starts inside).",
             ),
         }
     }

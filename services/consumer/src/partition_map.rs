@@ -23,6 +23,12 @@ impl<T> PartitionMap<T> {
         self.slots.get(usize::try_from(partition).ok()?)?.as_ref()
     }
 
+    pub fn get_mut(&mut self, partition: i32) -> Option<&mut T> {
+        self.slots
+            .get_mut(usize::try_from(partition).ok()?)?
+            .as_mut()
+    }
+
     /// The value of `partition`, inserted with `make` first if there is none.
     ///
     /// # Panics

@@ -9,6 +9,10 @@
 //! batch (one batch in flight at most). Records Kafka delivers again below a partition's next
 //! offset are skipped, so they are never written twice.
 //!
+//! Resuming inside a record batch: a partition fetched from an offset (after an assignment, or
+//! rewound for a retry) must show a record at or before the offset it resumes at (its next
+//! offset) before any record of it is written; see [`ResumeCheck`].
+//!
 //! Failures: the first error (a write or fsync that failed, an output topic or dead-letter topic
 //! that did not acknowledge, a fatal consumer error, a panic) stops the pipeline for good: from
 //! then on nothing is written and nothing is committed, not even by the revoke that closing the
@@ -78,10 +82,73 @@ pub enum Batching {
     Fixed,
 }
 
+/// How long a partition fetched from before its resume point may show no record before the
+/// consumer asks where its last record batch begins (see [`ResumeCheck`]).
+const RESUME_CHECK_WAIT: Duration = Duration::from_secs(1);
+
+/// How long that question may block the poll thread; unanswered, it is asked again later.
+const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A partition whose fetch began at `from` (> 0), at or before its next offset (the resume
+/// point), and has shown no record yet.
+///
+/// On tansu 0.6 a fetch that starts inside a record batch returns nothing of that batch. If the
+/// batch holding the resume point begins before `from`, the fetch shows the next batch's first
+/// record, past the resume point, or nothing at all if that batch is the partition's last; either
+/// way the rest of the batch would be skipped. So nothing of the partition is written until a
+/// record at or before the resume point shows:
+/// * a first record past it: the fetch starts again twice as far back, down to offset 0
+///   ([`ResumeCheck::further_back`]);
+/// * no record within [`RESUME_CHECK_WAIT`]: the consumer asks for the partition's high
+///   watermark, which tansu reports as its last batch's base offset + 1. If the resume point lies
+///   at or after it and the fetch began after that base, the fetch starts again from the base.
+///   Otherwise records past the resume point exist and will come (the first one is checked), or
+///   the fetch covers the last batch: only the first record is checked from then on.
+///
+/// On Kafka a fetch returns the batch holding its start, so the first record is the first one at
+/// or after `from`: the check ends at once whenever a record lies between `from` and the resume
+/// point. Offsets can also hold nothing to read there (transaction markers, aborted or compacted
+/// records), and a first record past the resume point then only means that: looking back costs a
+/// fetch of the few records before it, skipped. An idle partition costs one watermark query per
+/// assignment, and a fetch of its last record when it was fetched from its end.
+#[derive(Debug, Clone, Copy)]
+struct ResumeCheck {
+    from: i64,
+    /// When to ask for the high watermark if no record came (`None`: not any more).
+    ask_at: Option<Instant>,
+}
+
+impl ResumeCheck {
+    fn new(from: i64) -> Self {
+        Self {
+            from,
+            ask_at: Some(Instant::now() + RESUME_CHECK_WAIT),
+        }
+    }
+
+    /// Where to fetch from next when the first record of a fetch from `from` lies past `resume`:
+    /// twice as far before `resume`, at least two records, never below 0.
+    fn further_back(from: i64, resume: i64) -> i64 {
+        resume
+            .saturating_sub((resume - from).max(1).saturating_mul(2))
+            .max(0)
+    }
+
+    /// Where to fetch from next when no record came and the partition's high watermark is
+    /// `high`: the base offset of its last batch (on tansu) if the resume point lies in or after
+    /// that batch and the fetch began after its base; `None` when no record can be hidden from
+    /// the fetch that way.
+    fn last_batch_start(from: i64, resume: i64, high: i64) -> Option<i64> {
+        (high >= 1 && high <= resume && high - 1 < from).then_some(high - 1)
+    }
+}
+
 #[derive(Debug, Default)]
 struct PartitionState {
     /// The next offset to handle; lower offsets are already in the sink. `None` until known.
     next_offset: Option<i64>,
+    /// Set while the fetch has not yet shown a record at or before `next_offset`.
+    resume_check: Option<ResumeCheck>,
     /// Our claim on the partition since it was assigned: every write of it checks it.
     fence: Option<Arc<Fence>>,
     /// Paused until then, waiting for the schema registry.
@@ -253,7 +320,11 @@ impl Pipeline {
         if state.retry_at.is_some() {
             return Ok(()); // fetched before the pause; the partition is rewound to its first unhandled record
         }
-        if state.next_offset.is_some_and(|next| offset < next) {
+        let already_handled = state.next_offset.is_some_and(|next| offset < next);
+        if state.resume_check.is_some() && self.past_resume_point(consumer, partition, offset)? {
+            return Ok(()); // fetched again from further back
+        }
+        if already_handled {
             self.counters(partition).skipped.inc();
             return Ok(());
         }
@@ -355,6 +426,7 @@ impl Pipeline {
         offset: i64,
         error: &str,
     ) -> Result<(), PipelineError> {
+        let from = self.fetch_start(offset);
         let state = self
             .partitions
             .get_or_insert_with(partition, PartitionState::default);
@@ -365,24 +437,138 @@ impl Pipeline {
             state.consecutive_failures,
         );
         state.retry_at = Some(Instant::now() + backoff);
+        // The record is handled next: what precedes it is skipped when fetched again.
+        state.next_offset = Some(offset);
         self.metrics.registry_retries.inc();
         tracing::warn!(partition, offset, error, retry_in = ?backoff, "schema registry unavailable; pausing the partition (the record is retried, not dead-lettered)");
         let tpl = single_partition(&self.topic, partition);
         if let Err(e) = consumer.pause(&tpl) {
             tracing::warn!(partition, error = %e, "cannot pause partition");
         }
+        self.fetch_from(consumer, partition, from)
+    }
+
+    /// Where a partition that resumes at `resume` is fetched from: `resume_rewind` records before
+    /// it (see [`Pipeline::with_resume_rewind`]).
+    fn fetch_start(&self, resume: i64) -> i64 {
+        (resume - self.resume_rewind).max(0)
+    }
+
+    /// Fetches `partition` from `from` (at or before its next offset) from now on, checking that
+    /// the fetch covers its next offset ([`ResumeCheck`]).
+    fn fetch_from<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        partition: i32,
+        from: i64,
+    ) -> Result<(), PipelineError> {
+        if let Some(state) = self.partitions.get_mut(partition) {
+            state.resume_check = (from > 0).then(|| ResumeCheck::new(from));
+        }
         consumer
             .seek(
                 &self.topic,
                 partition,
-                Offset::Offset(offset),
+                Offset::Offset(from),
                 Duration::from_secs(10),
             )
             .map_err(|source| PipelineError::Rewind {
                 partition,
-                offset,
+                offset: from,
                 source,
             })
+    }
+
+    /// The first record of a fetch with a [`ResumeCheck`], at `offset`: whether it lies past the
+    /// partition's resume point, so the partition is fetched again from further back (true), or
+    /// the fetch covers it (false: the check is over).
+    #[cold]
+    fn past_resume_point<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, PipelineError> {
+        let Some(state) = self.partitions.get_mut(partition) else {
+            return Ok(false);
+        };
+        let (Some(check), Some(resume)) = (state.resume_check.take(), state.next_offset) else {
+            return Ok(false);
+        };
+        if offset <= resume {
+            return Ok(false);
+        }
+        let from = ResumeCheck::further_back(check.from, resume);
+        self.look_back(consumer, partition, check.from, resume, Some(offset), from)
+            .map(|()| true)
+    }
+
+    /// Fetches `partition` again from `from`, further back than `fetched_from`, because the
+    /// fetch's first record (`first`) lay past `resume` or none came.
+    fn look_back<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+        partition: i32,
+        fetched_from: i64,
+        resume: i64,
+        first: Option<i64>,
+        from: i64,
+    ) -> Result<(), PipelineError> {
+        self.metrics.resume_lookbacks.inc();
+        tracing::info!(
+            partition,
+            resume_at = resume,
+            fetched_from,
+            first_record = ?first,
+            refetch_from = from,
+            "the fetch showed no record at or before the resume point (it may have begun inside \
+             a record batch the broker then left out); fetching again from further back"
+        );
+        self.fetch_from(consumer, partition, from)
+    }
+
+    /// Partitions whose fetch has shown no record since [`ResumeCheck::ask_at`]: fetched again
+    /// from their last batch's start if the resume point may lie inside it (see [`ResumeCheck`]).
+    fn look_back_idle<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+    ) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        let due: Vec<(i32, ResumeCheck, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(partition, state)| {
+                let check = state.resume_check?;
+                let due = state.retry_at.is_none() && check.ask_at.is_some_and(|at| at <= now);
+                due.then_some((partition, check, state.next_offset?))
+            })
+            .collect();
+        for (partition, check, resume) in due {
+            let high = consumer
+                .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+                .map(|(_, high)| high);
+            let ask_at = match high {
+                Ok(high) => match ResumeCheck::last_batch_start(check.from, resume, high) {
+                    Some(from) => {
+                        self.look_back(consumer, partition, check.from, resume, None, from)?;
+                        continue;
+                    }
+                    None => None,
+                },
+                Err(e) => {
+                    tracing::debug!(partition, error = %e, "cannot read the high watermark; asking again later");
+                    Some(Instant::now() + RESUME_CHECK_WAIT)
+                }
+            };
+            if let Some(check) = self
+                .partitions
+                .get_mut(partition)
+                .and_then(|s| s.resume_check.as_mut())
+            {
+                check.ask_at = ask_at;
+            }
+        }
+        Ok(())
     }
 
     /// Resumes partitions whose retry backoff has passed.
@@ -391,6 +577,9 @@ impl Pipeline {
         for (partition, state) in self.partitions.iter_mut() {
             if state.retry_at.is_some_and(|at| at <= now) {
                 state.retry_at = None;
+                if let Some(check) = &mut state.resume_check {
+                    check.ask_at = Some(now + RESUME_CHECK_WAIT);
+                }
                 if let Err(e) = consumer.resume(&single_partition(&self.topic, partition)) {
                     tracing::warn!(partition, error = %e, "cannot resume partition");
                 }
@@ -443,7 +632,7 @@ impl Pipeline {
             self.submit(consumer)?;
         }
         self.resume_due(consumer);
-        Ok(())
+        self.look_back_idle(consumer)
     }
 
     /// Makes everything handled so far durable and commits it (`mode` for the last batch).
@@ -556,9 +745,11 @@ impl Pipeline {
         self
     }
 
-    /// Re-read up to `records` records before each resume point after an assignment (they are
-    /// skipped, not written again). For brokers that, like tansu 0.6, return nothing of a record
-    /// batch when a fetch starts in its middle, which would silently skip the rest of that batch.
+    /// Fetch from `records` records before each resume point (after an assignment, or a retry)
+    /// and skip them. Not needed for correctness ([`ResumeCheck`] looks further back until the
+    /// fetch covers the resume point), it saves the round trips of looking back on brokers that,
+    /// like tansu 0.6, return nothing of a record batch when a fetch starts in its middle: set it
+    /// to the size of the producer's usual batches there; 0 on Kafka.
     pub fn with_resume_rewind(mut self, records: i64) -> Self {
         self.resume_rewind = records.max(0);
         self
@@ -566,8 +757,9 @@ impl Pipeline {
 
     /// Partitions just assigned: where to fetch each from. A partition resumes at the furthest of
     /// its committed offset and the sink's positions (across all replicas' logs), fetching from
-    /// `resume_rewind` records earlier; partitions absent from the result (nothing known) start
-    /// where librdkafka decides (`auto.offset.reset`).
+    /// `resume_rewind` records earlier (and further back if that fetch does not cover the resume
+    /// point: [`ResumeCheck`]); partitions absent from the result (nothing known) start where
+    /// librdkafka decides (`auto.offset.reset`).
     pub fn assign<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -624,21 +816,24 @@ impl Pipeline {
                 tracing::warn!(error = %e, "cannot read committed offsets; resuming from the logs' positions")
             }
         }
+        let fetch_from: Positions = resume
+            .iter()
+            .map(|(&partition, &next)| (partition, self.fetch_start(next)))
+            .collect();
         for (&partition, fence) in partitions.iter().zip(fences) {
+            let from = fetch_from.get(&partition).copied();
             self.partitions.insert(
                 partition,
                 PartitionState {
                     next_offset: resume.get(&partition).copied(),
+                    resume_check: from.filter(|&from| from > 0).map(ResumeCheck::new),
                     fence: Some(fence),
                     ..PartitionState::default()
                 },
             );
         }
         tracing::info!(?partitions, resume_at = ?resume, rewind = self.resume_rewind, "partitions assigned");
-        Ok(resume
-            .into_iter()
-            .map(|(partition, next)| (partition, (next - self.resume_rewind).max(0)))
-            .collect())
+        Ok(fetch_from)
     }
 
     /// Partitions about to be given up: write and commit what was read for them first. When the
@@ -716,5 +911,45 @@ impl Pipeline {
         for (partition, lag) in updates {
             self.counters(partition).lag.set(lag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResumeCheck;
+
+    #[test]
+    fn looking_back_doubles_the_distance_to_the_resume_point_down_to_offset_0() {
+        assert_eq!(ResumeCheck::further_back(500, 1500), 0);
+        assert_eq!(ResumeCheck::further_back(9000, 10_000), 8000);
+        assert_eq!(ResumeCheck::further_back(8000, 10_000), 6000);
+        // A fetch from the resume point itself (no rewind) looks back two records first.
+        assert_eq!(ResumeCheck::further_back(10_000, 10_000), 9998);
+        assert_eq!(ResumeCheck::further_back(1, 1), 0);
+        assert_eq!(
+            ResumeCheck::further_back(i64::MAX - 1, i64::MAX),
+            i64::MAX - 2
+        );
+    }
+
+    #[test]
+    fn an_idle_fetch_restarts_at_the_last_batch_only_when_it_began_inside_it() {
+        // tansu: one batch 0..3000 reports a high watermark of 1; resuming at 1500 from 500.
+        assert_eq!(ResumeCheck::last_batch_start(500, 1500, 1), Some(0));
+        // The last batch begins at 2000, the resume point 2500 lies in it, the fetch began at 2100.
+        assert_eq!(ResumeCheck::last_batch_start(2100, 2500, 2001), Some(2000));
+        // The fetch began at or before the last batch's base: it returns that batch.
+        assert_eq!(ResumeCheck::last_batch_start(2000, 2500, 2001), None);
+        assert_eq!(ResumeCheck::last_batch_start(1500, 2500, 2001), None);
+        // Records past the resume point exist: they will come, the first one is checked.
+        assert_eq!(ResumeCheck::last_batch_start(1500, 2500, 2600), None);
+        // An empty partition.
+        assert_eq!(ResumeCheck::last_batch_start(10, 20, 0), None);
+        // Kafka, a partition fetched from its end (10 000, no rewind): its last record once.
+        assert_eq!(
+            ResumeCheck::last_batch_start(10_000, 10_000, 10_000),
+            Some(9999)
+        );
+        assert_eq!(ResumeCheck::last_batch_start(9999, 10_000, 10_000), None);
     }
 }

@@ -78,7 +78,14 @@ async fn open_sink(
             (Box::new(sink), description)
         }
         SinkConfig::Stage { dir, gzip } => {
-            let sink = StageSink::open(dir, &config.topic, &lease.slot().name(), *gzip)?;
+            let topic_id = topic_id(config).await;
+            let sink = StageSink::open_for_topic_id(
+                dir,
+                &config.topic,
+                topic_id.as_deref(),
+                &lease.slot().name(),
+                *gzip,
+            )?;
             let description = format!("stage {}", sink.dir().display());
             (Box::new(sink), description)
         }
@@ -90,7 +97,7 @@ async fn open_sink(
     })
 }
 
-/// The consumed topic's id, for the log's positions (see [`crate::topic_id`]); `None`, with a
+/// The consumed topic's id, for the sink's positions (see [`crate::topic_id`]); `None`, with a
 /// warning, when it cannot be learnt.
 async fn topic_id(config: &Config) -> Option<String> {
     let kafka = config.kafka.clone();
@@ -102,7 +109,7 @@ async fn topic_id(config: &Config) -> Option<String> {
             Some(id.to_string())
         }
         Ok(Err(e)) => {
-            tracing::warn!(topic = %config.topic, error = %e, "cannot learn the topic id: positions in the logs written for an earlier topic of this name would not be noticed");
+            tracing::warn!(topic = %config.topic, error = %e, "cannot learn the topic id: positions written for an earlier topic of this name would not be noticed");
             None
         }
         Err(_) => None,

@@ -95,13 +95,8 @@ async fn poison_pills_go_to_the_dead_letter_topic_and_the_partition_continues() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
-    // A registry we can stop and start again on the same port, keeping its schemas.
-    let registry = dev_schema_registry::router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let registry_url = format!("http://{address}");
-    let up = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry.clone(), up.clone()));
+    let mut registry = StoppableRegistry::start().await;
+    let registry_url = registry.url.clone();
     let bed = Bed::with_registry(2, registry_url.clone()).await;
     RegistryClient::new(RegistryConfig::new(&registry_url))
         .register("other-value", PRODUCT_SCHEMA_JSON)
@@ -117,8 +112,7 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
         (ready.status() == 200).then_some(())
     })
     .await;
-    up.cancel();
-    server.await.unwrap();
+    registry.stop().await;
 
     bed.produce_products(1..=20).await;
     testkit::wait_until(
@@ -145,15 +139,112 @@ async fn a_registry_outage_pauses_the_partition_instead_of_dead_lettering() {
         "nothing written without the schema"
     );
 
-    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-    let back = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, registry, back.clone()));
+    registry.restart().await;
     bed.wait_for_ids(&(1..=20).collect(), LONG).await;
     app.stop().await;
     let lines = bed.log_lines();
     assert_eq!(lines.len(), 20, "each record once");
-    back.cancel();
-    server.await.unwrap();
+    registry.stop().await;
+}
+
+/// A registry outage that begins inside a record batch of 3000: the partition was rewound to
+/// the record whose schema could not be fetched (offset 2001), in the middle of the batch. On
+/// tansu 0.6 that fetch returned nothing of the batch, its last, and the batch's last 1000
+/// records were never read, even once the registry was back. Now the retry fetches from before
+/// the record and checks that the fetch covers it, looking further back when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_outage_inside_a_record_batch_loses_nothing_of_the_batch() {
+    let mut registry = StoppableRegistry::start().await;
+    let registry_url = registry.url.clone();
+    let bed = Bed::with_registry(1, registry_url.clone()).await;
+    // A second writer schema the consumer has not fetched yet: the product schema's earlier
+    // version, whose records encode the same bytes.
+    let earlier = RegistryClient::new(RegistryConfig::new(&registry_url))
+        .register(
+            "earlier-value",
+            include_str!("../../../schemas/history/product_value.timestamp-micros.avsc"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(earlier, bed.schema_id);
+    // The consumer fetches the current schema while the registry answers.
+    let app = bed.spawn_app().await;
+    bed.produce_one_batch(0, [0]).await;
+    bed.wait_for_ids(&[0].into(), LONG).await;
+    registry.stop().await;
+
+    // One batch (offsets 1..=3000): 2000 records of the fetched schema, then 1000 of the other.
+    let records = (1..=3000).map(|id| {
+        let schema = if id <= 2000 { bed.schema_id } else { earlier };
+        (id, encode_product(schema, &Bed::product(id)))
+    });
+    bed.produce_one_batch_of(0, records).await;
+    bed.wait_for_ids(&(0..=2000).collect(), LONG).await;
+    testkit::wait_until(LONG, "the consumer retrying the registry", || async {
+        let retries = metric(app.port, "consumer_schema_registry_retries_total").await;
+        (retries >= 1.0).then_some(())
+    })
+    .await;
+
+    registry.restart().await;
+    bed.wait_for_ids(&(0..=3000).collect(), Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show by now
+    let lookbacks = metric(app.port, "consumer_resume_lookbacks_total").await;
+    app.stop().await;
+    assert!(
+        lookbacks >= 1.0,
+        "the rewound fetch looked back: {lookbacks}"
+    );
+    let offsets: Vec<i64> = bed.log_lines().iter().map(|l| l.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..=3000).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    registry.stop().await;
+}
+
+/// A dev registry that can be stopped and started again on the same port, keeping its schemas.
+struct StoppableRegistry {
+    url: String,
+    address: std::net::SocketAddr,
+    router: axum::Router,
+    /// While it serves: how to stop it, and its task.
+    serving: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl StoppableRegistry {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut registry = Self {
+            url: format!("http://{address}"),
+            address,
+            router: dev_schema_registry::router(),
+            serving: None,
+        };
+        registry.serve(listener);
+        registry
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve_until(listener, self.router.clone(), stop.clone()));
+        self.serving = Some((stop, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.serving.take() {
+            stop.cancel();
+            task.await.unwrap();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+        self.serve(listener);
+    }
 }
 
 async fn serve_until(

@@ -15,6 +15,8 @@ use support::{Bed, LONG};
 #[derive(Debug)]
 struct StageFile {
     name: String,
+    /// The topic id in the name (none in names given before ids were recorded).
+    topic_id: Option<String>,
     partition: i32,
     first: i64,
     last: i64,
@@ -35,7 +37,11 @@ fn read_stage(dir: &Path) -> Vec<StageFile> {
             .strip_suffix(".jsonl.gz")
             .or_else(|| name.strip_suffix(".jsonl"))
             .unwrap_or_else(|| panic!("unexpected file in the stage: {name}"));
-        let parts: Vec<i64> = stem.split('-').map(|p| p.parse().unwrap()).collect();
+        let (offsets, topic_id) = match stem.split_once('.') {
+            Some((offsets, id)) => (offsets, Some(id.to_owned())),
+            None => (stem, None),
+        };
+        let parts: Vec<i64> = offsets.split('-').map(|p| p.parse().unwrap()).collect();
         let mut text = String::new();
         let file = std::fs::File::open(entry.path()).unwrap();
         if name.ends_with(".gz") {
@@ -48,6 +54,7 @@ fn read_stage(dir: &Path) -> Vec<StageFile> {
                 .unwrap();
         }
         files.push(StageFile {
+            topic_id,
             partition: i32::try_from(parts[0]).unwrap(),
             first: parts[1],
             last: parts[2],
@@ -225,5 +232,101 @@ async fn a_failed_write_commits_nothing_and_the_batch_is_written_after_a_restart
     assert!(
         ids.values().all(|&n| n == 1),
         "no id written twice: {ids:?}"
+    );
+}
+
+/// The stage's files (not the hidden ones) and their bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// The topic is deleted and created again under the same name between two runs of a stage
+/// consumer (as `docker compose down && up` does to a broker without a volume): its offsets start
+/// again at 0. The stage's positions did not record the topic id, so the consumer resumed at the
+/// old topic's positions and skipped the new topic's records; reading it from its beginning
+/// instead would have given its files the old files' names (`<partition>-<first>-<last>.jsonl`)
+/// and overwritten them. Now the consumer says so, naming each partition and both ids, stages the
+/// new topic from its beginning in files named with its id, and leaves every old file as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_created_again_is_staged_from_its_beginning_and_no_file_is_overwritten() {
+    let bed = Bed::new(2).await;
+    let stage_root = bed.logs_dir().join("stage");
+    let stage_dir = stage_root.join(&bed.topic.name);
+    let settings = [
+        ("CONSUMER_SINK", "stage"),
+        ("STAGE_DIR", stage_root.to_str().unwrap()),
+        ("BATCH_MAX_RECORDS", "10"),
+        ("BATCH_MAX_SECONDS", "1"),
+    ];
+    bed.produce_products(1..=100).await;
+    let app = bed.spawn_app_with(&settings).await;
+    wait_for_ids(&stage_dir, 100).await;
+    app.stop().await;
+    let old_files = snapshot(&stage_dir);
+    let old_ids: BTreeSet<Option<String>> = read_stage(&stage_dir)
+        .into_iter()
+        .map(|f| f.topic_id)
+        .collect();
+    assert_eq!(old_ids.len(), 1, "one topic id: {old_ids:?}");
+
+    bed.recreate_topic().await;
+    // Fewer records than before: every new offset is below the old positions, and the new
+    // topic's first batches cover the offsets of the old one's.
+    bed.produce_products(101..=130).await;
+    let port = support::free_port();
+    let mut consumer = bed.spawn_binary_with("after-recreate", port, &settings);
+    wait_for_ids(&stage_dir, 130).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // anything extra would show by now
+    consumer.0.kill().unwrap();
+    consumer.0.wait().unwrap();
+
+    for (name, bytes) in &old_files {
+        let now = std::fs::read(stage_dir.join(name)).unwrap_or_default();
+        assert!(now == *bytes, "{name} was overwritten or removed");
+    }
+    let files = read_stage(&stage_dir);
+    check_files(&files, 10);
+    let ids = ids_in(&files);
+    assert_eq!(
+        ids.len(),
+        130,
+        "the old topic's files stay, the new one's follow"
+    );
+    assert!(ids.values().all(|&n| n == 1), "each record once: {ids:?}");
+    let new_files: Vec<&StageFile> = files
+        .iter()
+        .filter(|f| !old_files.contains_key(&f.name))
+        .collect();
+    assert!(
+        new_files.iter().any(|f| f.first == 0),
+        "the new topic is read from its beginning"
+    );
+    for file in &new_files {
+        assert!(
+            file.topic_id.is_some() && !old_ids.contains(&file.topic_id),
+            "{} is named with the new topic's id",
+            file.name
+        );
+        assert!(
+            file.lines.iter().all(|l| l["id"].as_i64().unwrap() > 100),
+            "{} holds the new topic's records",
+            file.name
+        );
+    }
+    support::assert_warned_for_each_partition(
+        &bed.logs_dir().join("after-recreate.stderr"),
+        "written for another topic of this name",
+        2,
+        &["stage_topic_id=", " topic_id="],
     );
 }

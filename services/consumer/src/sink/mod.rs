@@ -76,6 +76,8 @@ pub enum SinkError {
     },
     #[error("not written: an earlier write failed")]
     AfterFailure,
+    #[error("{path} exists already: a stage file is never overwritten")]
+    Exists { path: std::path::PathBuf },
     #[error(transparent)]
     Fence(#[from] crate::fence::FenceError),
 }

@@ -3,8 +3,8 @@
 //! `COPY INTO ... PATTERN='.*[.]jsonl([.]gz)?'`, BigQuery, DuckDB's `read_json`):
 //!
 //! ```text
-//! STAGE_DIR/<topic>/<partition>-<first offset>-<last offset>.jsonl      (.jsonl.gz with STAGE_GZIP)
-//! STAGE_DIR/<topic>/.positions/<partition>.json                          {"next_offset": N}
+//! STAGE_DIR/<topic>/<partition>-<first offset>-<last offset>.<topic id>.jsonl   (.jsonl.gz with STAGE_GZIP)
+//! STAGE_DIR/<topic>/.positions/<partition>.json          {"next_offset": N, "topic_id": "<topic id>"}
 //! ```
 //!
 //! Lines are the JSON log's lines (same fields, `written_at` included). A file is written under a
@@ -19,8 +19,19 @@
 //! filtered out); file names cover a replica killed between renaming a file and storing the
 //! position. A loader may delete or move files it loaded: the positions keep the place.
 //! Replicas of one group share `STAGE_DIR` (each partition is written by its current owner only).
+//!
+//! A topic deleted and created again under the same name starts again at offset 0, so its files
+//! would get the names of the old topic's files. Names and positions therefore carry the topic id
+//! (KIP-516, see [`crate::topic_id`]), and a file is never overwritten (a name that exists is a
+//! write error). A position stored for another id is not used (a warning names the partition and
+//! both ids) and neither are files of another id: the partition is read from the new topic's
+//! beginning, its files next to the old ones. Files and positions written before ids were
+//! recorded (`<partition>-<first>-<last>.jsonl`, a position without `topic_id`) are taken to be of
+//! the current topic, as long as the partition's position carries no id: once one does, it
+//! covers them. When the id cannot be learnt (TLS or SASL connections, brokers older than Kafka
+//! 2.8) files get the earlier names and every position and file counts, as before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,10 +48,15 @@ const POSITIONS_DIR: &str = ".positions";
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPosition {
     next_offset: i64,
+    /// The id of the topic it was read from, where known (absent in positions stored before ids
+    /// were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
 }
 
 pub struct StageSink {
     topic: String,
+    topic_id: Option<String>,
     dir: PathBuf,
     positions_dir: PathBuf,
     slot: String,
@@ -61,6 +77,19 @@ impl StageSink {
     /// Opens (creating it) `stage_root/<topic>/` for `slot` and removes the temporary files a
     /// previous run of the same slot left behind.
     pub fn open(stage_root: &Path, topic: &str, slot: &str, gzip: bool) -> Result<Self, SinkError> {
+        Self::open_for_topic_id(stage_root, topic, None, slot, gzip)
+    }
+
+    /// [`StageSink::open`] for the topic with id `topic_id` (when known): files are named with
+    /// it, and positions and files of another topic of the same name are not used (see the
+    /// module documentation).
+    pub fn open_for_topic_id(
+        stage_root: &Path,
+        topic: &str,
+        topic_id: Option<&str>,
+        slot: &str,
+        gzip: bool,
+    ) -> Result<Self, SinkError> {
         let dir = stage_root.join(topic);
         let positions_dir = dir.join(POSITIONS_DIR);
         fs::create_dir_all(&positions_dir).map_err(io_error("create", &positions_dir))?;
@@ -76,6 +105,7 @@ impl StageSink {
         }
         Ok(Self {
             topic: topic.to_owned(),
+            topic_id: topic_id.map(str::to_owned),
             dir,
             positions_dir,
             slot: slot.to_owned(),
@@ -89,10 +119,20 @@ impl StageSink {
         &self.dir
     }
 
-    /// The file name of a batch of `partition` from `first` to `last` offset.
-    pub fn file_name(partition: i32, first: i64, last: i64, gzip: bool) -> String {
+    /// The file name of a batch of `partition` from `first` to `last` offset of the topic with id
+    /// `topic_id` (when known).
+    pub fn file_name(
+        partition: i32,
+        first: i64,
+        last: i64,
+        topic_id: Option<&str>,
+        gzip: bool,
+    ) -> String {
         let extension = if gzip { "jsonl.gz" } else { "jsonl" };
-        format!("{partition}-{first}-{last}.{extension}")
+        match topic_id {
+            Some(id) => format!("{partition}-{first}-{last}.{id}.{extension}"),
+            None => format!("{partition}-{first}-{last}.{extension}"),
+        }
     }
 
     /// Writes `records` (one partition, in offset order) as one file: temp name, fsync, rename.
@@ -100,8 +140,19 @@ impl StageSink {
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        let name = Self::file_name(first.partition, first.offset, last.offset, self.gzip);
+        let name = Self::file_name(
+            first.partition,
+            first.offset,
+            last.offset,
+            self.topic_id.as_deref(),
+            self.gzip,
+        );
         let path = self.dir.join(&name);
+        // Each partition has one writer (its fenced owner), so nothing creates the name between
+        // this check and the rename.
+        if path.exists() {
+            return Err(SinkError::Exists { path });
+        }
         let temp = self.dir.join(format!(".{name}.{}.tmp", self.slot));
         let lines = LineFormat::new(&self.topic, written_at);
         self.buf.clear();
@@ -129,8 +180,11 @@ impl StageSink {
         let temp = self
             .positions_dir
             .join(format!(".{partition}.json.{}.tmp", self.slot));
-        let text = serde_json::to_vec(&StoredPosition { next_offset })
-            .expect("a position always serializes");
+        let text = serde_json::to_vec(&StoredPosition {
+            next_offset,
+            topic_id: self.topic_id.clone(),
+        })
+        .expect("a position always serializes");
         fs::write(&temp, text).map_err(io_error("write", &temp))?;
         File::open(&temp)
             .and_then(|f| f.sync_all())
@@ -138,11 +192,11 @@ impl StageSink {
         fs::rename(&temp, &path).map_err(io_error("rename into place", &path))
     }
 
-    fn stored_position(&self, partition: i32) -> Option<i64> {
+    fn stored_position(&self, partition: i32) -> Option<StoredPosition> {
         let path = self.positions_dir.join(format!("{partition}.json"));
         let text = fs::read(&path).ok()?;
         match serde_json::from_slice::<StoredPosition>(&text) {
-            Ok(stored) => Some(stored.next_offset),
+            Ok(stored) => Some(stored),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unreadable stage position; using the file names alone");
                 None
@@ -151,16 +205,34 @@ impl StageSink {
     }
 }
 
-/// `<partition>-<first>-<last>.jsonl[.gz]` → (partition, last).
-fn parse_file_name(name: &str) -> Option<(i32, i64)> {
+/// A stage file's name, read.
+#[derive(Debug, PartialEq, Eq)]
+struct FileName<'a> {
+    partition: i32,
+    last: i64,
+    /// `None` in names given before topic ids were recorded.
+    topic_id: Option<&'a str>,
+}
+
+/// `<partition>-<first>-<last>[.<topic id>].jsonl[.gz]`.
+fn parse_file_name(name: &str) -> Option<FileName<'_>> {
     let stem = name
         .strip_suffix(".jsonl")
         .or_else(|| name.strip_suffix(".jsonl.gz"))?;
-    let mut parts = stem.split('-');
+    let (offsets, topic_id) = match stem.split_once('.') {
+        Some((offsets, id)) if !id.is_empty() && !id.contains('.') => (offsets, Some(id)),
+        Some(_) => return None,
+        None => (stem, None),
+    };
+    let mut parts = offsets.split('-');
     let partition = parts.next()?.parse().ok()?;
     let _first: i64 = parts.next()?.parse().ok()?;
     let last = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((partition, last))
+    parts.next().is_none().then_some(FileName {
+        partition,
+        last,
+        topic_id,
+    })
 }
 
 impl Sink for StageSink {
@@ -187,21 +259,68 @@ impl Sink for StageSink {
 
     fn resume_positions(&self, partitions: &[i32]) -> Result<Positions, SinkError> {
         let mut positions = Positions::new();
+        // Partitions whose files without an id count (their position carries no id, or there is
+        // none), and those found written for another topic of this name (warned about once).
+        let mut legacy_files_count = Vec::new();
+        let mut other_topic = BTreeSet::new();
         for &partition in partitions {
-            if let Some(next) = self.stored_position(partition) {
-                positions.insert(partition, next);
+            match self.stored_position(partition) {
+                Some(StoredPosition {
+                    next_offset,
+                    topic_id: Some(stored_for),
+                }) if self.topic_id.as_ref().is_some_and(|id| *id != stored_for) => {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition,
+                        stage_topic_id = %stored_for,
+                        topic_id = self.topic_id.as_deref().unwrap_or_default(),
+                        ignored_next_offset = next_offset,
+                        positions = %self.positions_dir.display(),
+                        "the stage position was written for another topic of this name: the partition is read from the new topic's beginning (its files stay; new ones carry the new id)"
+                    );
+                    other_topic.insert(partition);
+                }
+                Some(stored) => {
+                    positions.insert(partition, stored.next_offset);
+                    if stored.topic_id.is_none() {
+                        legacy_files_count.push(partition);
+                    }
+                }
+                None => legacy_files_count.push(partition),
             }
         }
         for entry in fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))? {
             let entry = entry.map_err(io_error("list", &self.dir))?;
-            let Some((partition, last)) = parse_file_name(&entry.file_name().to_string_lossy())
-            else {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(file) = parse_file_name(&name) else {
                 continue;
             };
-            if partitions.contains(&partition) {
-                let next = positions.entry(partition).or_insert(last + 1);
-                *next = (*next).max(last + 1);
+            if !partitions.contains(&file.partition) {
+                continue;
             }
+            let counts = match (file.topic_id, &self.topic_id) {
+                (_, None) => true,
+                (Some(file_id), Some(id)) => file_id == id,
+                (None, Some(_)) => legacy_files_count.contains(&file.partition),
+            };
+            if !counts {
+                if let Some(file_id) = file.topic_id {
+                    if other_topic.insert(file.partition) {
+                        tracing::warn!(
+                            topic = %self.topic,
+                            partition = file.partition,
+                            stage_topic_id = file_id,
+                            topic_id = self.topic_id.as_deref().unwrap_or_default(),
+                            file = %name,
+                            "a stage file was written for another topic of this name: the partition is read from the new topic's beginning (its files stay; new ones carry the new id)"
+                        );
+                    }
+                }
+                continue;
+            }
+            let next = positions.entry(file.partition).or_insert(file.last + 1);
+            *next = (*next).max(file.last + 1);
         }
         Ok(positions)
     }
@@ -242,12 +361,166 @@ mod tests {
 
     #[test]
     fn file_names_round_trip() {
-        assert_eq!(StageSink::file_name(3, 10, 19, false), "3-10-19.jsonl");
-        assert_eq!(parse_file_name("3-10-19.jsonl"), Some((3, 19)));
-        assert_eq!(parse_file_name("3-10-19.jsonl.gz"), Some((3, 19)));
+        let id = "5c1e3a7b-90d2-4e11-8f3a-0b7c2d9e4f11";
+        let read = |partition, last, topic_id| {
+            Some(FileName {
+                partition,
+                last,
+                topic_id,
+            })
+        };
+        assert_eq!(
+            StageSink::file_name(3, 10, 19, Some(id), false),
+            format!("3-10-19.{id}.jsonl")
+        );
+        assert_eq!(
+            StageSink::file_name(3, 10, 19, Some(id), true),
+            format!("3-10-19.{id}.jsonl.gz")
+        );
+        assert_eq!(
+            StageSink::file_name(3, 10, 19, None, false),
+            "3-10-19.jsonl"
+        );
+        assert_eq!(
+            parse_file_name(&format!("3-10-19.{id}.jsonl")),
+            read(3, 19, Some(id))
+        );
+        assert_eq!(
+            parse_file_name(&format!("3-10-19.{id}.jsonl.gz")),
+            read(3, 19, Some(id))
+        );
+        // Names given before topic ids were recorded.
+        assert_eq!(parse_file_name("3-10-19.jsonl"), read(3, 19, None));
+        assert_eq!(parse_file_name("3-10-19.jsonl.gz"), read(3, 19, None));
         assert_eq!(parse_file_name(".3-10-19.jsonl.consumer_1.tmp"), None);
+        assert_eq!(
+            parse_file_name(&format!(".3-10-19.{id}.jsonl.consumer_1.tmp")),
+            None
+        );
         assert_eq!(parse_file_name("3-10.jsonl"), None);
+        assert_eq!(parse_file_name("3-10-19..jsonl"), None);
+        assert_eq!(parse_file_name("3-10-19.a.b.jsonl"), None);
         assert_eq!(parse_file_name("notes.txt"), None);
+    }
+
+    /// A batch of `records` with their next offsets.
+    fn write(sink: &mut StageSink, records: &[SinkRecord]) {
+        let mut next_offsets = Positions::new();
+        for r in records {
+            next_offsets.insert(r.partition, r.offset + 1);
+        }
+        sink.write(&SinkBatch {
+            records,
+            next_offsets: &next_offsets,
+            written_at: now(),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_topic_created_again_is_staged_from_its_beginning_beside_the_old_files() {
+        let root = tempfile::tempdir().unwrap();
+        let (old, new) = (
+            "00000000-0000-0000-0000-00000000000a",
+            "00000000-0000-0000-0000-00000000000b",
+        );
+        let mut sink =
+            StageSink::open_for_topic_id(root.path(), "t", Some(old), "consumer_1", false).unwrap();
+        write(&mut sink, &[record(0, 0), record(0, 1), record(1, 0)]);
+        let first_file = sink.dir().join(format!("0-0-1.{old}.jsonl"));
+        let first_text = fs::read_to_string(&first_file).unwrap();
+        assert_eq!(
+            sink.resume_positions(&[0, 1]).unwrap(),
+            Positions::from([(0, 2), (1, 1)])
+        );
+
+        // The same name, another topic: its offsets start again at 0.
+        let mut sink =
+            StageSink::open_for_topic_id(root.path(), "t", Some(new), "consumer_1", false).unwrap();
+        assert_eq!(sink.resume_positions(&[0, 1]).unwrap(), Positions::new());
+        write(&mut sink, &[record(0, 0), record(0, 1)]);
+        assert_eq!(
+            fs::read_to_string(&first_file).unwrap(),
+            first_text,
+            "never overwritten"
+        );
+        assert!(sink.dir().join(format!("0-0-1.{new}.jsonl")).exists());
+        assert_eq!(
+            sink.resume_positions(&[0, 1]).unwrap(),
+            Positions::from([(0, 2)])
+        );
+        // A kill between renaming a file and storing the position: the file of the new id counts.
+        fs::write(sink.dir().join(format!("1-0-4.{new}.jsonl")), "{}\n").unwrap();
+        assert_eq!(
+            sink.resume_positions(&[1]).unwrap(),
+            Positions::from([(1, 5)])
+        );
+        // A name that exists is an error, never overwritten.
+        let err = sink
+            .write(&SinkBatch {
+                records: &[
+                    record(1, 0),
+                    record(1, 1),
+                    record(1, 2),
+                    record(1, 3),
+                    record(1, 4),
+                ],
+                next_offsets: &Positions::from([(1, 5)]),
+                written_at: now(),
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("1-0-4.{new}.jsonl")),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(sink.dir().join(format!("1-0-4.{new}.jsonl"))).unwrap(),
+            "{}\n"
+        );
+    }
+
+    #[test]
+    fn files_and_positions_from_before_topic_ids_belong_to_the_current_topic_until_an_id_is_stored()
+    {
+        let root = tempfile::tempdir().unwrap();
+        let id = "00000000-0000-0000-0000-00000000000a";
+        // Written by a consumer that did not record ids.
+        let mut before = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        write(&mut before, &[record(0, 0), record(0, 1), record(1, 0)]);
+        fs::write(before.dir().join("1-1-9.jsonl"), "{}\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(before.dir().join(".positions/0.json")).unwrap(),
+            r#"{"next_offset":2}"#
+        );
+        let mut sink =
+            StageSink::open_for_topic_id(root.path(), "t", Some(id), "consumer_1", false).unwrap();
+        assert_eq!(
+            sink.resume_positions(&[0, 1]).unwrap(),
+            Positions::from([(0, 2), (1, 10)])
+        );
+        write(&mut sink, &[record(0, 2)]);
+        assert_eq!(
+            fs::read_to_string(sink.dir().join(".positions/0.json")).unwrap(),
+            format!(r#"{{"next_offset":3,"topic_id":"{id}"}}"#)
+        );
+        // Once the topic is created again, the old files count for neither topic.
+        let other = "00000000-0000-0000-0000-00000000000b";
+        let mut sink =
+            StageSink::open_for_topic_id(root.path(), "t", Some(other), "consumer_1", false)
+                .unwrap();
+        assert_eq!(sink.resume_positions(&[0]).unwrap(), Positions::new());
+        write(&mut sink, &[record(0, 0)]);
+        assert_eq!(
+            sink.resume_positions(&[0]).unwrap(),
+            Positions::from([(0, 1)]),
+            "0-0-1.jsonl and 0-2-2.{id}.jsonl are the old topic's"
+        );
+        // Without a known id everything counts, as before.
+        let unknown = StageSink::open(root.path(), "t", "consumer_1", false).unwrap();
+        assert_eq!(
+            unknown.resume_positions(&[0, 1]).unwrap(),
+            Positions::from([(0, 3), (1, 10)])
+        );
     }
 
     #[test]

@@ -158,10 +158,62 @@ impl Bed {
 
     /// Produces products with the given ids (key = id), waiting for every acknowledgement.
     /// At most 1000 records are in flight, so no record batch holds more than the 1000 records
-    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a fetch
-    /// that starts inside a batch gets nothing of it on tansu 0.6.
+    /// a consumer re-reads before its resume point (`CONSUMER_RESUME_REWIND_RECORDS`): a resume
+    /// inside a batch then needs no look back (a fetch that starts inside a batch gets nothing of
+    /// it on tansu 0.6).
     pub async fn produce_products(&self, ids: impl IntoIterator<Item = i32>) {
         produce_products_to(&self.topic.name, self.schema_id, ids).await;
+    }
+
+    /// Produces products with the given ids to `partition` as one record batch (one linger of
+    /// the producer, no count or size limit reached), waiting for every acknowledgement.
+    pub async fn produce_one_batch(&self, partition: i32, ids: impl IntoIterator<Item = i32>) {
+        let records = ids
+            .into_iter()
+            .map(|id| (id, encode_product(self.schema_id, &Bed::product(id))));
+        self.produce_one_batch_of(partition, records).await;
+    }
+
+    /// Produces `(key, value)` records to `partition` as one record batch, waiting for every
+    /// acknowledgement.
+    pub async fn produce_one_batch_of(
+        &self,
+        partition: i32,
+        records: impl IntoIterator<Item = (i32, Vec<u8>)>,
+    ) {
+        let producer: FutureProducer = testkit::kafka()
+            .client_config()
+            .set("linger.ms", "2000")
+            .set("batch.num.messages", "1000000")
+            .set("batch.size", "1000000")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("batching producer");
+        let mut deliveries = Vec::new();
+        for (key, value) in records {
+            let key = key.to_string();
+            deliveries.push(
+                producer
+                    .send_result(
+                        FutureRecord::to(&self.topic.name)
+                            .partition(partition)
+                            .key(&key)
+                            .payload(&value),
+                    )
+                    .expect("enqueue"),
+            );
+        }
+        await_all(deliveries).await;
+    }
+
+    /// Deletes the topic and creates it again under the same name, with a new topic id and its
+    /// offsets starting again at 0 (as `docker compose down && up` does to a broker without a
+    /// volume). Stop every consumer of it first (see [`testkit::delete_topic`]).
+    pub async fn recreate_topic(&self) {
+        testkit::delete_topic(&self.topic.name).await;
+        common::kafka::ensure_topic(&testkit::kafka(), &self.topic, 1)
+            .await
+            .expect("create the topic again");
     }
 
     /// Produces one raw record.
@@ -521,4 +573,63 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// `line` without its ANSI colour codes (`ESC [ ... m`).
+pub fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Commits `offsets` (`(partition, next offset)`) of `topic` for `group`, as a group that had
+/// handled everything before them.
+pub fn commit_offsets(group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let committer: BaseConsumer = testkit::kafka()
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("committing consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for &(partition, offset) in offsets {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+            .expect("partition offset");
+    }
+    committer
+        .commit(&list, CommitMode::Sync)
+        .expect("commit offsets");
+}
+
+/// Asserts that the warnings containing `message` in the stderr file `path` name each partition
+/// of `0..partitions` (`partition=N`), each together with every one of `fields`.
+pub fn assert_warned_for_each_partition(
+    path: &Path,
+    message: &str,
+    partitions: i32,
+    fields: &[&str],
+) {
+    let stderr = std::fs::read_to_string(path).expect("stderr file");
+    let warnings: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains(message))
+        .map(without_colours)
+        .collect();
+    for partition in 0..partitions {
+        assert!(
+            warnings.iter().any(|l| {
+                l.contains(&format!("partition={partition}"))
+                    && fields.iter().all(|field| l.contains(field))
+            }),
+            "a warning names partition {partition} and {fields:?}: {warnings:?}"
+        );
+    }
 }

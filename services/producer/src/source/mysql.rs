@@ -26,6 +26,9 @@ use crate::position::{read_horizon, Position, RowKey};
 const ACCESS_DENIED: u16 = 1227;
 /// MySQL error 1142 (`ER_TABLEACCESS_DENIED_ERROR`).
 const TABLE_ACCESS_DENIED: u16 = 1142;
+/// MySQL error 1176 (`ER_KEY_DOES_NOT_EXITS`, the same in MariaDB): the index a query forces
+/// does not exist (any more).
+const KEY_DOES_NOT_EXIST: u16 = 1176;
 
 /// The process-list entries (`information_schema.PROCESSLIST AS p`) that are statements which
 /// may stamp rows: every command but the idle ones, so that no way of running a statement is
@@ -97,9 +100,12 @@ const UPTIME_SQL: &str = "SHOW GLOBAL STATUS LIKE 'Uptime'";
 /// of a new query cost little (producer bench: 100 000 rows, one query instead of 21).
 pub const BATCHES_PER_QUERY: u32 = 20;
 
-/// The capture queries for one table, built once its columns are checked.
+/// The capture queries for one table, built once its columns are checked (and again when the
+/// index they force is gone: [`MySqlSource::replace_index`]).
 #[derive(Debug)]
 struct Queries {
+    /// The index the queries force (`None`: no hint).
+    index: Option<String>,
     /// `(ts, id) > (?, ?)` below the horizon. `ts >= ?` lets the `(ts, id)` index serve the
     /// range; the `OR` then skips the rows of the cursor's own timestamp up to its id.
     after: String,
@@ -174,6 +180,7 @@ impl Queries {
         );
         let order = format!("ORDER BY {ts}, {id} LIMIT ?");
         Self {
+            index: index.map(str::to_owned),
             after: format!(
                 "{select} WHERE {ts} >= ? AND {ts} < ? AND ({ts} > ? OR {id} > ?) {order}"
             ),
@@ -410,8 +417,9 @@ pub fn connect_lazy(url: &str) -> Result<MySqlPool, SourceError> {
 pub struct MySqlSource {
     pool: MySqlPool,
     spec: Arc<TableSpec>,
-    /// Set by the first successful [`Source::inspect`].
-    queries: Arc<tokio::sync::OnceCell<Queries>>,
+    /// Set by the first successful [`Source::inspect`]; replaced when the index its queries
+    /// force is dropped ([`MySqlSource::replace_index`]).
+    queries: Arc<tokio::sync::Mutex<Option<Arc<Queries>>>>,
     delay: Duration,
     /// `SOURCE_TIMESTAMP_TIME_ZONE`.
     writer_time_zone: Option<FixedOffset>,
@@ -581,59 +589,100 @@ impl MySqlSource {
         )
     }
 
-    async fn queries(&self) -> Result<&Queries, SourceError> {
-        self.queries
-            .get_or_try_init(|| async {
-                let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL)
-                    .bind(self.spec.schema.as_deref())
-                    .bind(&self.spec.table)
-                    .fetch_all(&self.pool)
-                    .await?;
-                check_columns(&self.spec, &columns)?;
-                let (version, time_zone, system_time_zone): (String, String, String) =
-                    sqlx::query_as(SERVER_SQL).fetch_one(&self.pool).await?;
-                let zone = ServerZone {
-                    time_zone,
-                    system_time_zone,
-                };
-                let column = timestamp_column(&self.spec, &columns, &zone);
-                let offset =
-                    timestamp_offset(&self.spec, &column, self.delay, self.writer_time_zone)?;
-                if let ColumnTime::WallClock { .. } = column.time {
-                    tracing::info!(
-                        column = %self.spec.timestamp_column,
-                        column_type = %column.shown_type,
-                        writers_offset = %offset.map_or("+00:00".to_owned(), |o| o.to_string()),
-                        server_time_zone = %zone.default_zone(),
-                        "the timestamp column holds wall-clock time: read as written at this \
-                         offset from UTC (writers must not change their session's time zone)"
-                    );
-                }
-                let indexes: Vec<(String, String)> = sqlx::query_as(INDEXES_SQL)
-                    .bind(self.spec.schema.as_deref())
-                    .bind(&self.spec.table)
-                    .fetch_all(&self.pool)
-                    .await?;
-                let index = keyset_index(&self.spec, &indexes);
-                if index.is_none() {
-                    tracing::warn!(
-                        table = %self.spec,
-                        "the table has no index on ({ts}, {id}): every capture query reads and \
-                         sorts all rows below the read horizon; create one: CREATE INDEX \
-                         capture_order ON {table} ({ts}, {id})",
-                        ts = self.spec.timestamp_column,
-                        id = self.spec.id_column,
-                        table = self.spec,
-                    );
-                }
-                Ok(Queries::new(
-                    &self.spec,
-                    index.as_deref(),
-                    offset,
-                    Server::of_version(&version),
-                ))
-            })
-            .await
+    async fn queries(&self) -> Result<Arc<Queries>, SourceError> {
+        let mut queries = self.queries.lock().await;
+        if let Some(queries) = &*queries {
+            return Ok(Arc::clone(queries));
+        }
+        let columns: Vec<Column> = sqlx::query_as(COLUMNS_SQL)
+            .bind(self.spec.schema.as_deref())
+            .bind(&self.spec.table)
+            .fetch_all(&self.pool)
+            .await?;
+        check_columns(&self.spec, &columns)?;
+        let (version, time_zone, system_time_zone): (String, String, String) =
+            sqlx::query_as(SERVER_SQL).fetch_one(&self.pool).await?;
+        let zone = ServerZone {
+            time_zone,
+            system_time_zone,
+        };
+        let column = timestamp_column(&self.spec, &columns, &zone);
+        let offset = timestamp_offset(&self.spec, &column, self.delay, self.writer_time_zone)?;
+        if let ColumnTime::WallClock { .. } = column.time {
+            tracing::info!(
+                column = %self.spec.timestamp_column,
+                column_type = %column.shown_type,
+                writers_offset = %offset.map_or("+00:00".to_owned(), |o| o.to_string()),
+                server_time_zone = %zone.default_zone(),
+                "the timestamp column holds wall-clock time: read as written at this \
+                 offset from UTC (writers must not change their session's time zone)"
+            );
+        }
+        let index = self.capture_index().await?;
+        let built = Arc::new(Queries::new(
+            &self.spec,
+            index.as_deref(),
+            offset,
+            Server::of_version(&version),
+        ));
+        *queries = Some(Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// The index capture's queries force (see [`keyset_index`]); warns when there is none.
+    async fn capture_index(&self) -> Result<Option<String>, SourceError> {
+        let indexes: Vec<(String, String)> = sqlx::query_as(INDEXES_SQL)
+            .bind(self.spec.schema.as_deref())
+            .bind(&self.spec.table)
+            .fetch_all(&self.pool)
+            .await?;
+        let index = keyset_index(&self.spec, &indexes);
+        if index.is_none() {
+            tracing::warn!(
+                table = %self.spec,
+                "the table has no index on ({ts}, {id}): every capture query reads and \
+                 sorts all rows below the read horizon; create one: CREATE INDEX \
+                 capture_order ON {table} ({ts}, {id})",
+                ts = self.spec.timestamp_column,
+                id = self.spec.id_column,
+                table = self.spec,
+            );
+        }
+        Ok(index)
+    }
+
+    /// The queries again, forcing the index that serves capture now, after `failed`'s forced
+    /// index turned out to be gone (`error`): a migration dropped it while the producer ran
+    /// (the product table's 0002 replaces 0001's index). Another read may have replaced them
+    /// already; then those are returned.
+    async fn replace_index(
+        &self,
+        failed: &Arc<Queries>,
+        error: &sqlx::Error,
+    ) -> Result<Arc<Queries>, SourceError> {
+        let mut queries = self.queries.lock().await;
+        if let Some(current) = &*queries {
+            if !Arc::ptr_eq(current, failed) {
+                return Ok(Arc::clone(current));
+            }
+        }
+        let index = self.capture_index().await?;
+        tracing::warn!(
+            table = %self.spec,
+            %error,
+            gone = failed.index.as_deref().unwrap_or("none"),
+            now = index.as_deref().unwrap_or("none (no hint)"),
+            "the index capture forced is gone (dropped by a migration?): capture forces the one \
+             that serves its order now"
+        );
+        let replaced = Arc::new(Queries::new(
+            &self.spec,
+            index.as_deref(),
+            failed.offset,
+            failed.server,
+        ));
+        *queries = Some(Arc::clone(&replaced));
+        Ok(replaced)
     }
 
     /// Streams the rows after `after` below one horizon to `out`, cut into batches of
@@ -650,7 +699,7 @@ impl MySqlSource {
     ) -> Result<(), SourceError> {
         // A batch's read time runs from the end of the previous one (the first: from here).
         let mut started = std::time::Instant::now();
-        let queries = self.queries().await?;
+        let mut queries = self.queries().await?;
         // The horizon first, then the rows: a transaction that commits in between is either
         // visible to the read or was open when the horizon was taken.
         let (horizon, bound) = self.horizon(queries.server).await?;
@@ -690,6 +739,8 @@ impl MySqlSource {
                 read_time: started.elapsed(),
             }
         };
+        // Once per read: a read whose new index is gone too fails, and the next one looks again.
+        let mut index_replaced = false;
         loop {
             let query = match after {
                 None => sqlx::query_as(&queries.from_start).bind(horizon_utc),
@@ -720,7 +771,12 @@ impl MySqlSource {
             let mut rows = query.bind(query_rows).fetch(&mut *conn);
             let mut pending = Vec::with_capacity(batch_size as usize);
             let mut read: u32 = 0;
-            while let Some(ProductRow(row)) = rows.try_next().await? {
+            let failed = loop {
+                let row = match rows.try_next().await {
+                    Ok(Some(ProductRow(row))) => row,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                };
                 read += 1;
                 pending.push(row);
                 if pending.len() == batch_size as usize {
@@ -733,8 +789,18 @@ impl MySqlSource {
                     }
                     started = std::time::Instant::now();
                 }
-            }
+            };
             drop(rows);
+            if let Some(error) = failed {
+                if index_replaced || !is_missing_index(&error) {
+                    return Err(error.into());
+                }
+                // The query goes again from the end of the last batch handed over, forcing the
+                // index there is now; its rows not handed over yet are read again.
+                queries = self.replace_index(&queries, &error).await?;
+                index_replaced = true;
+                continue;
+            }
             let caught_up = read < query_rows;
             if caught_up || !pending.is_empty() {
                 let rest = batch(pending, caught_up, started);
@@ -755,6 +821,17 @@ fn is_privilege_error(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(e) => e
             .try_downcast_ref::<MySqlDatabaseError>()
             .is_some_and(|e| matches!(e.number(), ACCESS_DENIED | TABLE_ACCESS_DENIED)),
+        _ => false,
+    }
+}
+
+/// Whether a capture query failed because the index it forces does not exist: dropped since
+/// the queries were built.
+fn is_missing_index(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == KEY_DOES_NOT_EXIST),
         _ => false,
     }
 }
