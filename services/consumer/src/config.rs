@@ -14,6 +14,7 @@
 //! | `CONSUMER_FLUSH_INTERVAL_MS` | ... or once the oldest pending record waited this long (a consumer that has read everything fetched writes at once: [`crate::pipeline::Batching`]) | `20` |
 //! | `CONSUMER_SESSION_TIMEOUT_MS` | group session timeout (keep 45 s with tansu) | `45000` |
 //! | `CONSUMER_STATIC_MEMBERSHIP` | use the slot as `group.instance.id` (KIP-345 static membership). Turn off on brokers that never expire a crashed static member (tansu 0.6 expires members only on requests from non-static members) | `true` |
+//! | `CONSUMER_ASSIGNMENT_STRATEGY` | partition assignor: `roundrobin` or `range` (eager: every rebalance revokes all partitions, each replica writes and commits what it read, then all are assigned in one round), or `cooperative-sticky` (only the partitions that move are revoked, in a second round). Keep an eager one on tansu 0.6, which never completes the second round of a cooperative rebalance for static members | `roundrobin` |
 //! | `CONSUMER_LEAVE_GROUP_ON_SHUTDOWN` | on SIGTERM, leave the group so the partitions move at once (`true`), or stay a static member until the session timeout so a quick restart gets them back without a rebalance (`false`, KIP-345) | `true` |
 //! | `CONSUMER_RESUME_REWIND_RECORDS` | after an assignment (or a registry retry), fetch from this many records before each resume point (they are skipped, not written again). Set it to the producer's batch size (1000) on tansu 0.6, which returns nothing of a record batch when a fetch starts in its middle: a resume inside a batch then needs no look back further (the consumer looks back until its fetch covers the resume point, whatever this is); 0 on Kafka | `0` |
 //! | `CONSUMER_KAFKA_DEBUG` | librdkafka debug contexts for troubleshooting (e.g. `cgrp,fetch`), logged at debug level under target `librdkafka` | unset |
@@ -69,6 +70,8 @@ pub struct Config {
     pub flush_interval: Duration,
     pub session_timeout: Duration,
     pub static_membership: bool,
+    /// librdkafka `partition.assignment.strategy`.
+    pub assignment_strategy: String,
     pub leave_group_on_shutdown: bool,
     /// Records re-read before each resume point after an assignment.
     pub resume_rewind_records: i64,
@@ -217,6 +220,11 @@ impl Config {
             flush_interval,
             session_timeout,
             static_membership: env.bool("CONSUMER_STATIC_MEMBERSHIP", true)?,
+            assignment_strategy: env.one_of(
+                "CONSUMER_ASSIGNMENT_STRATEGY",
+                "roundrobin",
+                &["roundrobin", "range", "cooperative-sticky"],
+            )?,
             leave_group_on_shutdown: env.bool("CONSUMER_LEAVE_GROUP_ON_SHUTDOWN", true)?,
             resume_rewind_records: env.parse_checked(
                 "CONSUMER_RESUME_REWIND_RECORDS",
@@ -273,6 +281,7 @@ mod tests {
         assert!(config.leave_group_on_shutdown);
         assert_eq!(config.resume_rewind_records, 0);
         assert!(config.static_membership);
+        assert_eq!(config.assignment_strategy, "roundrobin");
         assert_eq!(config.sink, SinkConfig::Log);
         assert_eq!(config.input_format, InputFormat::Avro);
         assert_eq!(config.filter, None);

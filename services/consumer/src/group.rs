@@ -2,9 +2,9 @@
 //!
 //! Settings: `group.instance.id` = slot (static membership, unless `CONSUMER_STATIC_MEMBERSHIP`
 //! is off: a replica restarted within the session timeout gets its partitions back without a
-//! rebalance), the `cooperative-sticky`
-//! assignor (rebalances move only the partitions that must move, incrementally), manual offsets
-//! (`enable.auto.commit=false`; commits follow durable writes), `auto.offset.reset=earliest`.
+//! rebalance), the `CONSUMER_ASSIGNMENT_STRATEGY` assignor (eager `roundrobin` by default; both
+//! protocols are handled), manual offsets (`enable.auto.commit=false`; commits follow durable
+//! writes), `auto.offset.reset=earliest`.
 //!
 //! Rebalances run inside `poll` on the loop's thread:
 //! - assigned: each new partition resumes where the logs end (see [`crate::sink::json_log`]) or at
@@ -52,6 +52,8 @@ pub struct GroupSettings {
     /// Unique per process, so the member can be found in the group description.
     pub client_id: String,
     pub session_timeout: Duration,
+    /// `partition.assignment.strategy`.
+    pub assignment_strategy: String,
     /// librdkafka `debug` contexts.
     pub debug: Option<String>,
 }
@@ -61,7 +63,10 @@ pub fn consumer_config(kafka: ClientConfig, settings: &GroupSettings) -> ClientC
     config
         .set("group.id", &settings.group)
         .set("client.id", &settings.client_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "partition.assignment.strategy",
+            &settings.assignment_strategy,
+        )
         .set(
             "session.timeout.ms",
             settings.session_timeout.as_millis().to_string(),
@@ -190,6 +195,10 @@ impl ConsumerContext for GroupContext {
         );
         let partitions = self.partitions_of(tpl);
         self.metrics.rebalances.inc();
+        // A rebalance follows every JoinGroup, so the member id is current from here on.
+        if let Some(member_id) = member_id(consumer) {
+            self.assignments.set_member_id(&member_id);
+        }
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // On an error (a fence that cannot be taken) the pipeline stops, so nothing is
@@ -377,144 +386,30 @@ fn poll_until_cancelled(
     Ok(())
 }
 
-/// Looks this member up in the group description (by its unique `client.id`, or by its static
-/// member id prefix when the broker reports no client ids) and publishes its member id; again
-/// after every rebalance, and every 30 s.
-pub async fn track_member_id(
-    kafka: ClientConfig,
-    group: String,
-    client_id: String,
-    instance_id: Option<String>,
-    assignments: Arc<Assignments>,
-    shutdown: CancellationToken,
-) {
-    let admin: Arc<BaseConsumer> = match kafka.create() {
-        Ok(admin) => Arc::new(admin),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create a client to describe the group; member_id stays unknown");
-            return;
+/// The member id the group coordinator gave this consumer (`None` before its first JoinGroup).
+///
+/// rdkafka 0.39 has no safe wrapper for `rd_kafka_memberid`; the group description (DescribeGroups)
+/// would be the alternative, but tansu 0.6 fails it with sqlite storage.
+#[allow(unsafe_code)]
+fn member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<String> {
+    use rdkafka::bindings::{rd_kafka_mem_free, rd_kafka_memberid};
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` is the live handle of `consumer` (borrowed for this call).
+    // `rd_kafka_memberid` returns NULL or a NUL-terminated copy, made under the handle's lock,
+    // that the caller owns and must release with `rd_kafka_mem_free`: it is copied, then freed
+    // exactly once.
+    unsafe {
+        let raw = rd_kafka_memberid(client);
+        if raw.is_null() {
+            return None;
         }
-    };
-    let mut quick_retries = 0;
-    loop {
-        let lookup = {
-            let admin = Arc::clone(&admin);
-            let group = group.clone();
-            let client_id = client_id.clone();
-            let instance_id = instance_id.clone();
-            tokio::task::spawn_blocking(move || {
-                find_member_id(&admin, &group, &client_id, instance_id.as_deref())
-            })
-            .await
-        };
-        let delay = match lookup {
-            Ok(Some(member_id)) => {
-                assignments.set_member_id(&member_id);
-                quick_retries = 0;
-                Duration::from_secs(30)
-            }
-            _ if quick_retries < 20 => {
-                quick_retries += 1;
-                Duration::from_secs(1)
-            }
-            _ => Duration::from_secs(30),
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = assignments.changed() => quick_retries = 0,
-            () = tokio::time::sleep(delay) => {}
-        }
+        let id = std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned();
+        rd_kafka_mem_free(client, raw.cast());
+        (!id.is_empty()).then_some(id)
     }
-}
-
-fn find_member_id(
-    admin: &BaseConsumer,
-    group: &str,
-    client_id: &str,
-    instance_id: Option<&str>,
-) -> Option<String> {
-    // Describing one group is the cheap way; some brokers (tansu) only answer when all groups
-    // are described.
-    let described = |filter: Option<&str>| -> Option<String> {
-        let groups = admin
-            .fetch_group_list(filter, Duration::from_secs(5))
-            .ok()?;
-        let group = groups.groups().iter().find(|g| g.name() == group)?;
-        member_id_of(
-            group.members().iter().map(|m| (m.id(), m.client_id())),
-            client_id,
-            instance_id,
-        )
-    };
-    described(Some(group)).or_else(|| described(None))
-}
-
-/// Our member among `(member id, client id)` pairs: the one with our unique client id, or, when
-/// the broker does not report client ids (tansu), the one whose id the coordinator made from
-/// ours: `{client.id}-{uuid}` for a dynamic member (Kafka and tansu both build dynamic member ids
-/// that way, and our client id is unique per process), `{group.instance.id}-{uuid}` for a static
-/// one.
-fn member_id_of<'a>(
-    members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-    client_id: &str,
-    instance_id: Option<&str>,
-) -> Option<String> {
-    let by_client_id = members.clone().find(|(_, c)| *c == client_id);
-    let by_prefix = |prefix: Option<&str>| {
-        let prefix = format!("{}-", prefix?);
-        members
-            .clone()
-            .find(|(id, c)| c.is_empty() && id.starts_with(&prefix))
-    };
-    by_client_id
-        .or_else(|| by_prefix(Some(client_id)))
-        .or_else(|| by_prefix(instance_id))
-        .map(|(id, _)| id.to_owned())
 }
 
 /// A `client.id` unique to this process and slot.
 pub fn unique_client_id(slot: &str) -> String {
     format!("{slot}-{:08x}", rand::random::<u32>())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn our_member_is_found_by_client_id_or_static_prefix() {
-        let members = [
-            ("consumer_1-aaa", "consumer_1-0001"),
-            ("consumer_10-bbb", "consumer_10-0002"),
-        ];
-        let it = || members.iter().map(|&(a, b)| (a, b));
-        assert_eq!(
-            member_id_of(it(), "consumer_10-0002", Some("consumer_10")).as_deref(),
-            Some("consumer_10-bbb")
-        );
-        assert_eq!(
-            member_id_of(it(), "consumer_1-9999", Some("consumer_1")),
-            None,
-            "client ids known: no guessing"
-        );
-        let anonymous = [("consumer_10-bbb", ""), ("consumer_1-aaa", "")];
-        let it = || anonymous.iter().map(|&(a, b)| (a, b));
-        assert_eq!(
-            member_id_of(it(), "x", Some("consumer_1")).as_deref(),
-            Some("consumer_1-aaa")
-        );
-        assert_eq!(member_id_of(it(), "x", Some("consumer_2")), None);
-        assert_eq!(member_id_of(it(), "x", None), None);
-        // A dynamic member on a broker without client ids: its id starts with our client id.
-        let dynamic = [
-            ("consumer_1-0000000a-9f1c", ""),
-            ("consumer_1-0000000b-77aa", ""),
-        ];
-        let it = || dynamic.iter().map(|&(a, b)| (a, b));
-        assert_eq!(
-            member_id_of(it(), "consumer_1-0000000b", None).as_deref(),
-            Some("consumer_1-0000000b-77aa")
-        );
-        assert_eq!(member_id_of(it(), "consumer_1-0000000c", None), None);
-    }
 }

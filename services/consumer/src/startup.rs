@@ -126,7 +126,6 @@ pub struct Application {
     readiness: Readiness,
     assignments: Arc<Assignments>,
     consumer: GroupConsumer,
-    client_id: String,
     registry: Arc<RegistryClient>,
 }
 
@@ -199,8 +198,9 @@ impl Application {
         let settings = GroupSettings {
             group: config.group.clone(),
             instance_id: config.static_membership.then(|| slot.name()),
-            client_id: client_id.clone(),
+            client_id,
             session_timeout: config.session_timeout,
+            assignment_strategy: config.assignment_strategy.clone(),
             debug: config.kafka_debug.clone(),
         };
         let consumer = group::create_consumer(
@@ -225,7 +225,6 @@ impl Application {
             readiness,
             assignments,
             consumer,
-            client_id,
             registry: registry_check,
         })
     }
@@ -258,7 +257,6 @@ impl Application {
             readiness,
             assignments,
             consumer,
-            client_id,
             registry,
             ..
         } = self;
@@ -266,14 +264,6 @@ impl Application {
             .merge(assignments::router(Arc::clone(&assignments)));
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(serve(listener, router, http_stop.clone()));
-        let member_tracker = tokio::spawn(group::track_member_id(
-            config.kafka.client_config(),
-            config.group.clone(),
-            client_id,
-            config.static_membership.then(|| lease.slot().name()),
-            assignments,
-            http_stop.clone(),
-        ));
 
         let waited = wait_for_dependencies(&config, &registry, &readiness, &shutdown).await;
         let polled = match waited {
@@ -290,14 +280,12 @@ impl Application {
             Ok(None) => Ok(Ok(())),
             Err(e) => {
                 http_stop.cancel();
-                let _ = member_tracker.await;
                 let _ = http.await;
                 return Err(e);
             }
         };
 
         http_stop.cancel();
-        let _ = member_tracker.await;
         let served = http.await;
         drop(lease);
         tracing::info!("consumer stopped");

@@ -161,17 +161,24 @@ fn duplicates(bed: &Bed, ids: std::ops::RangeInclusive<i32>) -> (usize, usize) {
 /// A replica is killed and another replica (another slot) takes its partitions over after the
 /// session timeout, resuming where the dead replica's log ends.
 ///
-/// Dynamic membership and a non-leader victim here, because of two tansu 0.6 limitations: it
-/// checks session timeouts only on requests from non-static members (a crashed static member
-/// is never expired), and it never replaces a group leader that died (the group stays in
-/// "rebalance in progress"). On Kafka both cases recover after `session.timeout.ms`.
+/// Dynamic membership, the cooperative assignor and a non-leader victim here, because of tansu
+/// 0.6 limitations: it checks session timeouts only on requests from non-static members (a
+/// crashed static member is never expired); it never replaces a group leader that died (the
+/// group stays in "rebalance in progress"); and after expiring a member it hands a survivor that
+/// rejoins with unchanged metadata (as an eager assignor's members do) its stored assignment
+/// rather than the leader's new one, so the dead member's partitions stay unowned
+/// (cooperative-sticky's metadata changes every generation). On Kafka all of these recover after
+/// `session.timeout.ms`, with any assignor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_stream_then_another_replica_takes_over() {
     let bed = Arc::new(Bed::new(10).await);
     let ([_first, mut second], ports) = two_replicas(
         &bed,
         Formation::LeaderFirst,
-        &[("CONSUMER_STATIC_MEMBERSHIP", "false")],
+        &[
+            ("CONSUMER_STATIC_MEMBERSHIP", "false"),
+            ("CONSUMER_ASSIGNMENT_STRATEGY", "cooperative-sticky"),
+        ],
     )
     .await;
 

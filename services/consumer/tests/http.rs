@@ -95,26 +95,33 @@ async fn assignments_show_the_member_id_the_coordinator_gave() {
     })
     .await;
 
-    // The same id as in the coordinator's description of the group.
-    let group = bed.group.clone();
-    let described = tokio::task::spawn_blocking(move || {
-        let admin: rdkafka::consumer::BaseConsumer =
-            testkit::kafka().client_config().create().unwrap();
-        let groups = rdkafka::consumer::Consumer::fetch_group_list(
-            &admin,
-            None,
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-        groups
-            .groups()
-            .iter()
-            .filter(|g| g.name() == group)
-            .flat_map(|g| g.members().iter().map(|m| m.id().to_owned()))
-            .collect::<Vec<_>>()
+    // The same id as in the coordinator's description of the group (tansu describes a group
+    // only once it has committed offsets).
+    let described = testkit::wait_until(LONG, "the group's description", || async {
+        let group = bed.group.clone();
+        let members = tokio::task::spawn_blocking(move || {
+            let admin: rdkafka::consumer::BaseConsumer =
+                testkit::kafka().client_config().create().unwrap();
+            let groups = rdkafka::consumer::Consumer::fetch_group_list(
+                &admin,
+                None,
+                std::time::Duration::from_secs(10),
+            )
+            .ok()?;
+            Some(
+                groups
+                    .groups()
+                    .iter()
+                    .filter(|g| g.name() == group)
+                    .flat_map(|g| g.members().iter().map(|m| m.id().to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .unwrap()?;
+        (!members.is_empty()).then_some(members)
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         described,
         std::slice::from_ref(&member_id),
