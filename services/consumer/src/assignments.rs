@@ -28,7 +28,6 @@ pub struct Assignments {
     group: String,
     topic: String,
     state: Mutex<Ownership>,
-    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +43,6 @@ impl Assignments {
             group: group.to_owned(),
             topic: topic.to_owned(),
             state: Mutex::default(),
-            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -56,7 +54,6 @@ impl Assignments {
     pub fn add(&self, partitions: &[i32]) -> usize {
         let mut state = self.state();
         state.partitions.extend(partitions);
-        self.changed.notify_one();
         state.partitions.len()
     }
 
@@ -66,7 +63,6 @@ impl Assignments {
         for p in partitions {
             state.partitions.remove(p);
         }
-        self.changed.notify_one();
         state.partitions.len()
     }
 
@@ -80,15 +76,6 @@ impl Assignments {
             tracing::info!(member_id, "group member id");
             state.member_id = Some(member_id.to_owned());
         }
-    }
-
-    pub fn member_id(&self) -> Option<String> {
-        self.state().member_id.clone()
-    }
-
-    /// Resolves after the next change of the partitions.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     pub fn report(&self) -> AssignmentReport {

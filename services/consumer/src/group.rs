@@ -49,7 +49,7 @@ pub struct GroupSettings {
     pub group: String,
     /// `group.instance.id` (static membership), or `None` for a dynamic member.
     pub instance_id: Option<String>,
-    /// Unique per process, so the member can be found in the group description.
+    /// Unique per process, so each replica's connections can be told apart in the broker's logs.
     pub client_id: String,
     pub session_timeout: Duration,
     /// `partition.assignment.strategy`.
