@@ -225,7 +225,12 @@ impl Cluster {
             ]
             .map(OsString::from)
             .to_vec(),
-            vec![kv("RUST_LOG", "warn".into())],
+            // TANSU_LOG (a RUST_LOG filter) shows the group coordinator's decisions, e.g.
+            // `warn,tansu_broker::coordinator::group=debug`.
+            vec![kv(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )],
         );
 
         let db = &p.database_dir;
